@@ -1,0 +1,13 @@
+"""Shared pytest set-up.
+
+Every ROS 2 participant a test starts must stay on this machine: DDS discovery on localhost only
+and a domain id of this run's own (DESIGN §7). Set before anything imports rclpy.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
+os.environ.setdefault("MUJOCO_GL", "egl")
