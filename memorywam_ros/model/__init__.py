@@ -4,9 +4,17 @@
 """
 
 from .config import MEMORY_POLICIES, ActionDiTConfig, MemoryConfig, MemoryWAMConfig, VideoDiTConfig
+from .memory import MemoryKVCache, MemoryRules
+from .memorywam import MemoryWAM, TrainingOutput
 from .wan_video_dit import WanVideoDiT
+from .weights import CheckpointError
 
 __all__ = [
+    "CheckpointError",
+    "MemoryKVCache",
+    "MemoryRules",
+    "MemoryWAM",
+    "TrainingOutput",
     "MEMORY_POLICIES",
     "ActionDiTConfig",
     "MemoryConfig",

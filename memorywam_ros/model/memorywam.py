@@ -1,0 +1,301 @@
+"""MemoryWAM: video DiT + action DiT as a mixture of transformers with hybrid persistent memory.
+
+Two paths over the same weights:
+  * `forward` (training): one sequence per episode window holding, per latent frame i, the clean
+    (noise-augmented) video tokens f_i, gist tokens g_i, the noisy action chunk a_i and the noisy
+    video of frame i+1; one masked joint attention per layer (mask from memory.MemoryRules).
+  * `prefill` + `action_velocity` (inference): each new latent frame runs through the video
+    expert once, its keys/values go into a MemoryKVCache that evicts per the same rules; the
+    action expert then denoises a chunk attending to that cache (video generation off).
+Their outputs agree to float tolerance (test/test_model_memory_parity.py).
+
+Shapes: B batch, N latent frames, L video tokens per frame (h*w), M gists, K actions per chunk,
+A action dims, D_v / D_a expert widths, H heads, hd head dim. Timesteps are sigma * 1000.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .action_dit import ActionDiT
+from .attention import MemoryMaskedAttention
+from .config import MemoryWAMConfig
+from .flow_matching import euler_sample
+from .memory import MemoryKVCache, MemoryRules, TokenKind
+from .rope import action_positions, gist_positions, video_positions
+from .wan_video_dit import WanVideoDiT
+from .weights import CheckpointError, cast_for_inference, load_into, load_safetensors_dir
+
+CONFIG_FORMAT = "memorywam"
+CONFIG_VERSION = 1
+
+
+@dataclass
+class TrainingOutput:
+    action_velocity: torch.Tensor  # (B, N, K, A)
+    video_velocity: torch.Tensor | None  # (B, N - 1, C, H, W), for frames 1..N-1
+
+
+@dataclass
+class TextContext:
+    """Per-episode cross-attention keys/values of the instruction for each video block."""
+
+    text: torch.Tensor  # (B, T, text_dim)
+    video_kv: list[tuple[torch.Tensor, torch.Tensor]]
+
+
+class MemoryWAM(nn.Module):
+    def __init__(self, config: MemoryWAMConfig):
+        super().__init__()
+        self.config = config
+        self.rules = MemoryRules(config.memory)
+        self.video = WanVideoDiT(config.video)
+        self.action = ActionDiT(config.action, config.video)
+        if self.rules.num_gists:
+            self.gist_tokens = nn.Parameter(torch.randn(self.rules.num_gists, config.video.inner_dim) * 0.02)
+        else:
+            self.register_parameter("gist_tokens", None)
+        _, ph, pw = config.video.patch_size
+        self.grid = (config.latent_height // ph, config.latent_width // pw)
+        self.gradient_checkpointing = False
+
+    # ------------------------------------------------------------------------------------------
+    # training
+    # ------------------------------------------------------------------------------------------
+    def forward(self, latents: torch.Tensor, text: torch.Tensor, proprio: torch.Tensor,
+                noisy_actions: torch.Tensor, action_timestep: torch.Tensor, frame_ids: torch.Tensor | None = None,
+                cond_timestep: torch.Tensor | None = None, noisy_video: torch.Tensor | None = None,
+                video_timestep: torch.Tensor | None = None) -> TrainingOutput:
+        """Velocities for every action chunk (and every next frame) of a window of N latent frames.
+
+        latents (B, N, C, H, W) conditioning latents (already noise-augmented by the caller);
+        text (B, T, text_dim); proprio (B, N, P) joint state at each frame;
+        noisy_actions (B, N, K, A) with action_timestep (B, N); frame_ids (B, N) absolute
+        frame indices in the episode (default 0..N-1); cond_timestep (B, N) augmentation level of
+        the conditioning latents (default 0, as at inference); noisy_video (B, N-1, C, H, W) noisy
+        latents of frames 1..N-1 with video_timestep (B, N-1).
+        """
+        b, n = latents.shape[:2]
+        device = latents.device
+        L, M, K = self.config.tokens_per_frame, self.rules.num_gists, self.config.action.chunk_size
+        if frame_ids is None:
+            frame_ids = torch.arange(n, device=device).expand(b, n)
+        if cond_timestep is None:
+            cond_timestep = torch.zeros(b, n, device=device)
+        groups = torch.arange(n, device=device).expand(b, n)
+
+        # video-expert tokens: [f_0 g_0 f_1 g_1 ...] then [noisy video of frames 1..N-1]
+        clean = self.video.patchify(latents.flatten(0, 1).unsqueeze(2)).unflatten(0, (b, n))  # (B, N, L, D_v)
+        per_frame = [clean]
+        if M:
+            per_frame.append(self.gist_tokens.to(clean.dtype).expand(b, n, M, -1))
+        x_video = [torch.cat(per_frame, dim=2).flatten(1, 2)]
+        pos = [self._frame_positions(frame_ids)]
+        meta = [self._frame_metadata(frame_ids, L, M)]
+        t_video = [cond_timestep.repeat_interleave(L + M, dim=1)]
+        if noisy_video is not None:
+            noisy = self.video.patchify(noisy_video.flatten(0, 1).unsqueeze(2)).unflatten(0, (b, n - 1))
+            x_video.append(noisy.flatten(1, 2))
+            pos.append(video_positions(frame_ids[:, 1:], *self.grid))  # placed at the frame they predict
+            meta.append(tuple(t[:, :-1].repeat_interleave(L, dim=1) for t in
+                              (frame_ids, torch.full_like(frame_ids, TokenKind.NOISY), groups + n)))
+            t_video.append(video_timestep.repeat_interleave(L, dim=1))
+        x_video = torch.cat(x_video, dim=1)
+        rope_video = self.video.rope(torch.cat(pos, dim=1)[:, None])  # (B, 1, S_v, hd/2)
+        temb_video, mod_video = self.video.condition_embedder.time(torch.cat(t_video, dim=1))
+        text_video = self.video.condition_embedder.text_embedder(text.to(x_video.dtype))
+
+        # action-expert tokens: [a_0 a_1 ...]
+        x_action = self.action.action_encoder(noisy_actions.to(self.action.action_encoder.weight.dtype)).flatten(1, 2)
+        rope_action = self.video.rope(action_positions(frame_ids, K)[:, None])
+        temb_action, mod_action = self.action.condition_embedder.time(action_timestep.repeat_interleave(K, dim=1))
+        context_action = self.action.context(text.repeat_interleave(n, dim=0), proprio.flatten(0, 1))  # (B*N, T+1, D_a)
+        meta.append(tuple(t.repeat_interleave(K, dim=1) for t in
+                          (frame_ids, torch.full_like(frame_ids, TokenKind.ACTION), groups)))
+
+        frame, kind, group = (torch.cat(parts, dim=1) for parts in zip(*meta))
+        attention = MemoryMaskedAttention(self.rules, frame, kind, group)
+        for layer in range(self.config.video.num_layers):
+            args = (layer, x_video, x_action, mod_video, mod_action, rope_video, rope_action, text_video,
+                    context_action, attention)
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                x_video, x_action = checkpoint(self._joint_layer, *args, use_reentrant=False)
+            else:
+                x_video, x_action = self._joint_layer(*args)
+
+        action_velocity = self.action.head(x_action, temb_action).unflatten(1, (n, K))
+        video_velocity = None
+        if noisy_video is not None:
+            start = n * (L + M)
+            out = self.video.head(x_video[:, start:], temb_video[:, start:])  # (B, (N-1)*L, C*p)
+            out = self.video.unpatchify(out.unflatten(1, (n - 1, L)).flatten(0, 1), 1, *self.grid)
+            video_velocity = out.squeeze(2).unflatten(0, (b, n - 1))
+        return TrainingOutput(action_velocity, video_velocity)
+
+    def _joint_layer(self, layer: int, x_video: torch.Tensor, x_action: torch.Tensor, mod_video: torch.Tensor,
+                     mod_action: torch.Tensor, rope_video, rope_action, text_video: torch.Tensor,
+                     context_action: torch.Tensor, attention: MemoryMaskedAttention):
+        """One mixture-of-transformers layer: own projections, one joint masked attention, own FFNs."""
+        video_block, action_block = self.video.blocks[layer], self.action.blocks[layer]
+        mv, ma = video_block.modulation(mod_video), action_block.modulation(mod_action)
+        qv, kv, vv = video_block.self_attention_qkv(x_video, mv, *rope_video)
+        qa, ka, va = action_block.self_attention_qkv(x_action, ma, *rope_action)
+        out = attention(torch.cat((qv, qa), 2), torch.cat((kv, ka), 2), torch.cat((vv, va), 2))
+        out_video, out_action = out.split((x_video.shape[1], x_action.shape[1]), dim=2)
+        x_video = video_block.finish(x_video, out_video, mv, video_block.cross_kv(text_video))
+
+        # each chunk cross-attends to its own frame's proprio token: fold frames into the batch
+        b, n = x_action.shape[0], context_action.shape[0] // x_action.shape[0]
+        fold = lambda t: t.unflatten(1, (n, -1)).flatten(0, 1)  # (B, N*K, ...) -> (B*N, K, ...)  # noqa: E731
+        out_action = out_action.unflatten(2, (n, -1)).transpose(1, 2).flatten(0, 1)  # (B*N, H, K, hd)
+        x_action = action_block.finish(fold(x_action), out_action, tuple(fold(m) for m in ma),
+                                       action_block.cross_kv(context_action))
+        return x_video, x_action.unflatten(0, (b, n)).flatten(1, 2)
+
+    def _frame_positions(self, frame_ids: torch.Tensor) -> torch.Tensor:
+        """(B, N) -> (B, N*(L+M), 3): each frame's video tokens then its gists."""
+        video = video_positions(frame_ids, *self.grid).unflatten(1, (frame_ids.shape[1], -1))
+        parts = [video]
+        if self.rules.num_gists:
+            parts.append(gist_positions(frame_ids, self.rules.num_gists).unflatten(1, (frame_ids.shape[1], -1)))
+        return torch.cat(parts, dim=2).flatten(1, 2)
+
+    @staticmethod
+    def _frame_metadata(frame_ids: torch.Tensor, L: int, M: int):
+        """(frame, kind, group) per token for [f_i g_i] blocks, each (B, N*(L+M))."""
+        kind = torch.tensor([TokenKind.CLEAN] * L + [TokenKind.GIST] * M, device=frame_ids.device)
+        kind = kind.repeat(frame_ids.shape[1]).expand(frame_ids.shape[0], -1)
+        frame = frame_ids.repeat_interleave(L + M, dim=1)
+        return frame, kind, torch.full_like(frame, -1)
+
+    # ------------------------------------------------------------------------------------------
+    # inference
+    # ------------------------------------------------------------------------------------------
+    def new_cache(self, batch: int = 1, device: torch.device | str | None = None,
+                  dtype: torch.dtype | None = None) -> MemoryKVCache:
+        weight = self.video.patch_embedding.weight
+        video = self.config.video
+        return MemoryKVCache(self.rules, video.num_layers, batch, video.num_attention_heads, video.attention_head_dim,
+                             self.config.tokens_per_frame,
+                             scratch_tokens=max(self.config.action.chunk_size, self.config.tokens_per_frame),
+                             device=device or weight.device, dtype=dtype or weight.dtype)
+
+    def text_context(self, text: torch.Tensor) -> TextContext:
+        """Instruction embedding (B, T, text_dim) -> per-block cross-attention keys/values (once per episode)."""
+        ctx = self.video.condition_embedder.text_embedder(text.to(self.video.patch_embedding.weight.dtype))
+        return TextContext(text, [block.cross_kv(ctx) for block in self.video.blocks])
+
+    def action_context(self, text: TextContext, proprio: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Proprio (B, P) at the current frame -> per-block cross-attention keys/values (once per chunk)."""
+        ctx = self.action.context(text.text, proprio)
+        return [block.cross_kv(ctx) for block in self.action.blocks]
+
+    def prefill(self, cache: MemoryKVCache, latent: torch.Tensor, frame_id: int, text: TextContext) -> None:
+        """Run latent frame `frame_id` (B, C, H, W) through the video expert; its keys/values enter the cache."""
+        b = latent.shape[0]
+        L, M = self.config.tokens_per_frame, self.rules.num_gists
+        x = self.video.patchify(latent[:, :, None])  # (B, L, D_v)
+        ids = torch.tensor([[frame_id]], device=x.device)
+        if M:
+            x = torch.cat((x, self.gist_tokens.to(x.dtype).expand(b, M, -1)), dim=1)
+        cos, sin = self.video.rope(self._frame_positions(ids)[0])
+        _, time_mod = self.video.condition_embedder.time(torch.zeros(b, 1, device=x.device))  # clean: t = 0
+        video_start, gist_start = cache.begin_frame(frame_id)
+        for layer, block in enumerate(self.video.blocks):
+            mod = block.modulation(time_mod)
+            q, k, v = block.self_attention_qkv(x, mod, cos, sin)
+            cache.write(layer, video_start, k[:, :, :L], v[:, :, :L])
+            if M:
+                cache.write(layer, gist_start, k[:, :, L:], v[:, :, L:])
+            attn = F.scaled_dot_product_attention(q, *cache.view(layer))
+            x = block.finish(x, attn, mod, text.video_kv[layer])
+
+    def action_velocity(self, cache: MemoryKVCache, noisy_actions: torch.Tensor, timestep: torch.Tensor,
+                        action_kv: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """Velocity of the noisy chunk (B, K, A) at timestep (B,), attending to the cache of its last frame."""
+        K = noisy_actions.shape[1]
+        x = self.action.action_encoder(noisy_actions.to(self.action.action_encoder.weight.dtype))
+        ids = torch.tensor([cache.last_frame], device=x.device)
+        cos, sin = self.video.rope(action_positions(ids, K))
+        temb, time_mod = self.action.condition_embedder.time(timestep[:, None])
+        return self.action.head(self._scratch_pass(self.action.blocks, cache, x, time_mod, cos, sin, action_kv), temb)
+
+    def video_velocity(self, cache: MemoryKVCache, noisy_latent: torch.Tensor, timestep: torch.Tensor,
+                       next_frame_id: int, text: TextContext) -> torch.Tensor:
+        """Velocity of the next frame's noisy latent (B, C, H, W): video prediction from the cache."""
+        x = self.video.patchify(noisy_latent[:, :, None])
+        cos, sin = self.video.rope(video_positions(torch.tensor([next_frame_id], device=x.device), *self.grid))
+        temb, time_mod = self.video.condition_embedder.time(timestep[:, None])
+        x = self._scratch_pass(self.video.blocks, cache, x, time_mod, cos, sin, text.video_kv)
+        return self.video.unpatchify(self.video.head(x, temb), 1, *self.grid).squeeze(2)
+
+    @staticmethod
+    def _scratch_pass(blocks: nn.ModuleList, cache: MemoryKVCache, x: torch.Tensor, time_mod: torch.Tensor,
+                      cos: torch.Tensor, sin: torch.Tensor, cross_kv) -> torch.Tensor:
+        """Denoised tokens see the cache plus themselves; they are written to scratch, never kept."""
+        n = x.shape[1]
+        for layer, block in enumerate(blocks):
+            mod = block.modulation(time_mod)
+            q, k, v = block.self_attention_qkv(x, mod, cos, sin)
+            cache.write(layer, cache.used, k, v)
+            x = block.finish(x, F.scaled_dot_product_attention(q, *cache.view(layer, scratch=n)), mod, cross_kv[layer])
+        return x
+
+    @torch.no_grad()
+    def sample_actions(self, cache: MemoryKVCache, text: TextContext, proprio: torch.Tensor, num_steps: int = 10,
+                       generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Denoise an action chunk (B, K, A) (normalised units) for the frame last prefilled."""
+        action_kv = self.action_context(text, proprio)
+        if noise is None:
+            shape = (cache.batch, self.config.action.chunk_size, self.config.action.action_dim)
+            noise = torch.randn(shape, generator=generator, device=cache.device, dtype=torch.float32)
+
+        def velocity(x: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+            return self.action_velocity(cache, x, timestep.expand(x.shape[0]), action_kv).float()
+
+        return euler_sample(velocity, noise, num_steps, shift=1.0)
+
+    # ------------------------------------------------------------------------------------------
+    # checkpoints
+    # ------------------------------------------------------------------------------------------
+    def initialize_action_from_video(self) -> None:
+        """Action DiT <- interpolated video DiT (call after loading pretrained video weights)."""
+        self.action.initialize_from_video(self.video)
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = {"format": CONFIG_FORMAT, "version": CONFIG_VERSION, **self.config.to_dict()}
+        (directory / "config.json").write_text(json.dumps(config, indent=2))
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: torch.device | str = "cpu",
+                        dtype: torch.dtype = torch.float32) -> MemoryWAM:
+        directory = Path(directory)
+        config_path = directory / "config.json"
+        if not config_path.is_file():
+            raise CheckpointError(f"{directory}: config.json missing (not a MemoryWAM model directory)")
+        raw = json.loads(config_path.read_text())
+        if raw.pop("format", None) != CONFIG_FORMAT or raw.pop("version", None) != CONFIG_VERSION:
+            raise CheckpointError(f"{config_path}: not a MemoryWAM config of version {CONFIG_VERSION}")
+        try:
+            config = MemoryWAMConfig.from_dict(raw)
+        except (TypeError, KeyError, ValueError) as err:
+            raise CheckpointError(f"{config_path}: invalid config: {err}") from err
+        with torch.device("meta"):
+            model = cls(config)
+        load_into(model, load_safetensors_dir(directory, "model"), f"{directory / 'model.safetensors'}")
+        model = model.to(device)
+        if dtype != torch.float32:
+            cast_for_inference(model, dtype)
+        return model.eval()
