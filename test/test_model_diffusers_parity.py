@@ -12,9 +12,18 @@ from memorywam_ros.model import WanVideoDiT
 from memorywam_ros.model.weights import CheckpointError
 
 TINY_WAN = dict(
-    patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=24, in_channels=8, out_channels=8,
-    text_dim=32, freq_dim=32, ffn_dim=64, num_layers=2, cross_attn_norm=True,
-    qk_norm="rms_norm_across_heads", eps=1e-6,
+    patch_size=(1, 2, 2),
+    num_attention_heads=2,
+    attention_head_dim=24,
+    in_channels=8,
+    out_channels=8,
+    text_dim=32,
+    freq_dim=32,
+    ffn_dim=64,
+    num_layers=2,
+    cross_attn_norm=True,
+    qk_norm="rms_norm_across_heads",
+    eps=1e-6,
 )
 
 

@@ -1,6 +1,6 @@
 """The MemoryWAM network (torch only; no ROS, no I/O beyond checkpoints).
 
-    from memorywam_ros.model import MemoryWAM, MemoryWAMConfig, WanVideoDiT
+from memorywam_ros.model import MemoryWAM, MemoryWAMConfig, WanVideoDiT
 """
 
 from .config import MEMORY_POLICIES, ActionDiTConfig, MemoryConfig, MemoryWAMConfig, VideoDiTConfig
@@ -10,15 +10,15 @@ from .wan_video_dit import WanVideoDiT
 from .weights import CheckpointError
 
 __all__ = [
+    "MEMORY_POLICIES",
+    "ActionDiTConfig",
     "CheckpointError",
+    "MemoryConfig",
     "MemoryKVCache",
     "MemoryRules",
     "MemoryWAM",
-    "TrainingOutput",
-    "MEMORY_POLICIES",
-    "ActionDiTConfig",
-    "MemoryConfig",
     "MemoryWAMConfig",
+    "TrainingOutput",
     "VideoDiTConfig",
     "WanVideoDiT",
 ]

@@ -31,8 +31,7 @@ class ActionDiT(nn.Module):
         self.proprio_encoder = nn.Linear(config.proprio_dim, video.text_dim)
         self.condition_embedder = ConditionEmbedder(dim, video.freq_dim, video.text_dim)
         self.blocks = nn.ModuleList(
-            WanBlock(dim, video.inner_dim, config.ffn_dim, video.num_attention_heads, video.eps,
-                     video.cross_attn_norm)
+            WanBlock(dim, video.inner_dim, config.ffn_dim, video.num_attention_heads, video.eps, video.cross_attn_norm)
             for _ in range(video.num_layers)
         )
         self.proj_out = nn.Linear(dim, config.action_dim)

@@ -32,15 +32,28 @@ def _flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask) -> torc
 class MemoryMaskedAttention:
     """Attention over a training sequence described per token by (frame, kind, group), each (B, S)."""
 
-    def __init__(self, rules: MemoryRules, frame: torch.Tensor, kind: torch.Tensor, group: torch.Tensor,
-                 use_flex: bool | None = None):
+    def __init__(
+        self,
+        rules: MemoryRules,
+        frame: torch.Tensor,
+        kind: torch.Tensor,
+        group: torch.Tensor,
+        use_flex: bool | None = None,
+    ):
         if use_flex is None:
             use_flex = frame.is_cuda and flex_attention is not None
         self.use_flex = use_flex
         if use_flex:
+
             def mask_mod(b, h, q_idx, kv_idx):
-                return rules.visible(frame[b, q_idx], kind[b, q_idx], group[b, q_idx],
-                                     frame[b, kv_idx], kind[b, kv_idx], group[b, kv_idx])
+                return rules.visible(
+                    frame[b, q_idx],
+                    kind[b, q_idx],
+                    group[b, q_idx],
+                    frame[b, kv_idx],
+                    kind[b, kv_idx],
+                    group[b, kv_idx],
+                )
 
             batch, length = frame.shape
             self.block_mask = create_block_mask(mask_mod, batch, None, length, length, device=frame.device)

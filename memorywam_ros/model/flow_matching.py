@@ -20,8 +20,9 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 NUM_TRAIN_TIMESTEPS = 1000
 
 
-def sample_sigma(shape: tuple[int, ...], shift: float, generator: torch.Generator | None = None,
-                 device: torch.device | str = "cpu") -> torch.Tensor:
+def sample_sigma(
+    shape: tuple[int, ...], shift: float, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """Shifted logit-normal sigmas in (0, 1)."""
     u = torch.sigmoid(torch.randn(shape, generator=generator, device=device))
     return shift * u / (1 + (shift - 1) * u)
@@ -37,8 +38,12 @@ def velocity_target(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     return noise - x0
 
 
-def euler_sample(velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: torch.Tensor,
-                 num_steps: int, shift: float = 1.0) -> torch.Tensor:
+def euler_sample(
+    velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    noise: torch.Tensor,
+    num_steps: int,
+    shift: float = 1.0,
+) -> torch.Tensor:
     """Integrate from pure noise (sigma = 1) to data with `num_steps` Euler steps.
 
     velocity(x, timestep) with timestep a 0-dim tensor in [0, 1000].

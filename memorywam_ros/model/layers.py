@@ -26,8 +26,9 @@ def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10
     return torch.cat((args.cos(), args.sin()), dim=-1)
 
 
-def layer_norm_fp32(x: torch.Tensor, eps: float, weight: torch.Tensor | None = None,
-                    bias: torch.Tensor | None = None) -> torch.Tensor:
+def layer_norm_fp32(
+    x: torch.Tensor, eps: float, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None
+) -> torch.Tensor:
     w = None if weight is None else weight.float()
     b = None if bias is None else bias.float()
     return F.layer_norm(x.float(), (x.shape[-1],), w, b, eps)
@@ -140,8 +141,9 @@ class WanBlock(nn.Module):
         mod = self.scale_shift_table.float().unsqueeze(0) + time_mod.float()
         return tuple(m.squeeze(2) for m in mod.chunk(6, dim=2))
 
-    def self_attention_qkv(self, x: torch.Tensor, mod: tuple[torch.Tensor, ...], cos: torch.Tensor,
-                           sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def self_attention_qkv(
+        self, x: torch.Tensor, mod: tuple[torch.Tensor, ...], cos: torch.Tensor, sin: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (B, S, D) -> q, k, v (B, H, S, head_dim), RoPE applied to q and k."""
         shift, scale = mod[0], mod[1]
         h = (layer_norm_fp32(x, self.eps) * (1 + scale) + shift).type_as(x)
@@ -153,8 +155,13 @@ class WanBlock(nn.Module):
         """Text context (B, T, D) -> cross-attention k, v; cached per episode/chunk at inference."""
         return self.attn2.kv(context, self.heads)
 
-    def finish(self, x: torch.Tensor, attn: torch.Tensor, mod: tuple[torch.Tensor, ...],
-               cross_kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def finish(
+        self,
+        x: torch.Tensor,
+        attn: torch.Tensor,
+        mod: tuple[torch.Tensor, ...],
+        cross_kv: tuple[torch.Tensor, torch.Tensor],
+    ) -> torch.Tensor:
         """Residual after self-attention output attn (B, H, S, head_dim), then cross-attention and FFN."""
         gate, c_shift, c_scale, c_gate = mod[2], mod[3], mod[4], mod[5]
         attn = self.attn1.to_out[0](attn.transpose(1, 2).flatten(2))
@@ -169,8 +176,9 @@ class WanBlock(nn.Module):
         return (x.float() + self.ffn(h).float() * c_gate).type_as(x)
 
 
-def output_head(x: torch.Tensor, temb: torch.Tensor, scale_shift_table: torch.Tensor, proj_out: nn.Linear,
-                eps: float) -> torch.Tensor:
+def output_head(
+    x: torch.Tensor, temb: torch.Tensor, scale_shift_table: torch.Tensor, proj_out: nn.Linear, eps: float
+) -> torch.Tensor:
     """Wan's final layer: norm_out, 2-way modulation, proj_out. x (B, S, D), temb (B, S, D) or (B, 1, D)."""
     shift, scale = (scale_shift_table.float().unsqueeze(0) + temb.float().unsqueeze(2)).unbind(2)
     return proj_out((layer_norm_fp32(x, eps) * (1 + scale) + shift).type_as(x))

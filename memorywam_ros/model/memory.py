@@ -77,8 +77,15 @@ class MemoryRules:
         return self.held_full_frames(n_frames) * tokens_per_frame + n_frames * self.num_gists
 
     # --- token-level rule (training mask) ------------------------------------------------------
-    def visible(self, q_frame: torch.Tensor, q_kind: torch.Tensor, q_group: torch.Tensor,
-                k_frame: torch.Tensor, k_kind: torch.Tensor, k_group: torch.Tensor) -> torch.Tensor:
+    def visible(
+        self,
+        q_frame: torch.Tensor,
+        q_kind: torch.Tensor,
+        q_group: torch.Tensor,
+        k_frame: torch.Tensor,
+        k_kind: torch.Tensor,
+        k_group: torch.Tensor,
+    ) -> torch.Tensor:
         """Elementwise: may query token q attend to key token k? (broadcasting tensors)
 
         frame: the absolute id of the frame whose cache the token belongs to (a_i and its noisy
@@ -112,8 +119,18 @@ class MemoryKVCache:
     denoised, so a denoising step also attends over a view.
     """
 
-    def __init__(self, rules: MemoryRules, num_layers: int, batch: int, heads: int, head_dim: int,
-                 tokens_per_frame: int, scratch_tokens: int, device: torch.device | str, dtype: torch.dtype):
+    def __init__(
+        self,
+        rules: MemoryRules,
+        num_layers: int,
+        batch: int,
+        heads: int,
+        head_dim: int,
+        tokens_per_frame: int,
+        scratch_tokens: int,
+        device: torch.device | str,
+        dtype: torch.dtype,
+    ):
         self.rules = rules
         self.num_layers, self.batch, self.heads, self.head_dim = num_layers, batch, heads, head_dim
         self.tokens_per_frame = tokens_per_frame

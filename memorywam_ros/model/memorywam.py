@@ -70,10 +70,18 @@ class MemoryWAM(nn.Module):
     # ------------------------------------------------------------------------------------------
     # training
     # ------------------------------------------------------------------------------------------
-    def forward(self, latents: torch.Tensor, text: torch.Tensor, proprio: torch.Tensor,
-                noisy_actions: torch.Tensor, action_timestep: torch.Tensor, frame_ids: torch.Tensor | None = None,
-                cond_timestep: torch.Tensor | None = None, noisy_video: torch.Tensor | None = None,
-                video_timestep: torch.Tensor | None = None) -> TrainingOutput:
+    def forward(
+        self,
+        latents: torch.Tensor,
+        text: torch.Tensor,
+        proprio: torch.Tensor,
+        noisy_actions: torch.Tensor,
+        action_timestep: torch.Tensor,
+        frame_ids: torch.Tensor | None = None,
+        cond_timestep: torch.Tensor | None = None,
+        noisy_video: torch.Tensor | None = None,
+        video_timestep: torch.Tensor | None = None,
+    ) -> TrainingOutput:
         """Velocities for every action chunk (and every next frame) of a window of N latent frames.
 
         latents (B, N, C, H, W) conditioning latents (already noise-augmented by the caller);
@@ -105,8 +113,12 @@ class MemoryWAM(nn.Module):
             noisy = self.video.patchify(noisy_video.flatten(0, 1).unsqueeze(2)).unflatten(0, (b, n - 1))
             x_video.append(noisy.flatten(1, 2))
             pos.append(video_positions(frame_ids[:, 1:], *self.grid))  # placed at the frame they predict
-            meta.append(tuple(t[:, :-1].repeat_interleave(L, dim=1) for t in
-                              (frame_ids, torch.full_like(frame_ids, TokenKind.NOISY), groups + n)))
+            meta.append(
+                tuple(
+                    t[:, :-1].repeat_interleave(L, dim=1)
+                    for t in (frame_ids, torch.full_like(frame_ids, TokenKind.NOISY), groups + n)
+                )
+            )
             t_video.append(video_timestep.repeat_interleave(L, dim=1))
         x_video = torch.cat(x_video, dim=1)
         rope_video = self.video.rope(torch.cat(pos, dim=1)[:, None])  # (B, 1, S_v, hd/2)
@@ -118,14 +130,27 @@ class MemoryWAM(nn.Module):
         rope_action = self.video.rope(action_positions(frame_ids, K)[:, None])
         temb_action, mod_action = self.action.condition_embedder.time(action_timestep.repeat_interleave(K, dim=1))
         context_action = self.action.context(text.repeat_interleave(n, dim=0), proprio.flatten(0, 1))  # (B*N, T+1, D_a)
-        meta.append(tuple(t.repeat_interleave(K, dim=1) for t in
-                          (frame_ids, torch.full_like(frame_ids, TokenKind.ACTION), groups)))
+        meta.append(
+            tuple(
+                t.repeat_interleave(K, dim=1) for t in (frame_ids, torch.full_like(frame_ids, TokenKind.ACTION), groups)
+            )
+        )
 
         frame, kind, group = (torch.cat(parts, dim=1) for parts in zip(*meta))
         attention = MemoryMaskedAttention(self.rules, frame, kind, group)
         for layer in range(self.config.video.num_layers):
-            args = (layer, x_video, x_action, mod_video, mod_action, rope_video, rope_action, text_video,
-                    context_action, attention)
+            args = (
+                layer,
+                x_video,
+                x_action,
+                mod_video,
+                mod_action,
+                rope_video,
+                rope_action,
+                text_video,
+                context_action,
+                attention,
+            )
             if self.gradient_checkpointing and torch.is_grad_enabled():
                 x_video, x_action = checkpoint(self._joint_layer, *args, use_reentrant=False)
             else:
@@ -140,9 +165,19 @@ class MemoryWAM(nn.Module):
             video_velocity = out.squeeze(2).unflatten(0, (b, n - 1))
         return TrainingOutput(action_velocity, video_velocity)
 
-    def _joint_layer(self, layer: int, x_video: torch.Tensor, x_action: torch.Tensor, mod_video: torch.Tensor,
-                     mod_action: torch.Tensor, rope_video, rope_action, text_video: torch.Tensor,
-                     context_action: torch.Tensor, attention: MemoryMaskedAttention):
+    def _joint_layer(
+        self,
+        layer: int,
+        x_video: torch.Tensor,
+        x_action: torch.Tensor,
+        mod_video: torch.Tensor,
+        mod_action: torch.Tensor,
+        rope_video,
+        rope_action,
+        text_video: torch.Tensor,
+        context_action: torch.Tensor,
+        attention: MemoryMaskedAttention,
+    ):
         """One mixture-of-transformers layer: own projections, one joint masked attention, own FFNs."""
         video_block, action_block = self.video.blocks[layer], self.action.blocks[layer]
         mv, ma = video_block.modulation(mod_video), action_block.modulation(mod_action)
@@ -156,8 +191,9 @@ class MemoryWAM(nn.Module):
         b, n = x_action.shape[0], context_action.shape[0] // x_action.shape[0]
         fold = lambda t: t.unflatten(1, (n, -1)).flatten(0, 1)  # (B, N*K, ...) -> (B*N, K, ...)  # noqa: E731
         out_action = out_action.unflatten(2, (n, -1)).transpose(1, 2).flatten(0, 1)  # (B*N, H, K, hd)
-        x_action = action_block.finish(fold(x_action), out_action, tuple(fold(m) for m in ma),
-                                       action_block.cross_kv(context_action))
+        x_action = action_block.finish(
+            fold(x_action), out_action, tuple(fold(m) for m in ma), action_block.cross_kv(context_action)
+        )
         return x_video, x_action.unflatten(0, (b, n)).flatten(1, 2)
 
     def _frame_positions(self, frame_ids: torch.Tensor) -> torch.Tensor:
@@ -179,14 +215,22 @@ class MemoryWAM(nn.Module):
     # ------------------------------------------------------------------------------------------
     # inference
     # ------------------------------------------------------------------------------------------
-    def new_cache(self, batch: int = 1, device: torch.device | str | None = None,
-                  dtype: torch.dtype | None = None) -> MemoryKVCache:
+    def new_cache(
+        self, batch: int = 1, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> MemoryKVCache:
         weight = self.video.patch_embedding.weight
         video = self.config.video
-        return MemoryKVCache(self.rules, video.num_layers, batch, video.num_attention_heads, video.attention_head_dim,
-                             self.config.tokens_per_frame,
-                             scratch_tokens=max(self.config.action.chunk_size, self.config.tokens_per_frame),
-                             device=device or weight.device, dtype=dtype or weight.dtype)
+        return MemoryKVCache(
+            self.rules,
+            video.num_layers,
+            batch,
+            video.num_attention_heads,
+            video.attention_head_dim,
+            self.config.tokens_per_frame,
+            scratch_tokens=max(self.config.action.chunk_size, self.config.tokens_per_frame),
+            device=device or weight.device,
+            dtype=dtype or weight.dtype,
+        )
 
     def text_context(self, text: torch.Tensor) -> TextContext:
         """Instruction embedding (B, T, text_dim) -> per-block cross-attention keys/values (once per episode)."""
@@ -218,8 +262,13 @@ class MemoryWAM(nn.Module):
             attn = F.scaled_dot_product_attention(q, *cache.view(layer))
             x = block.finish(x, attn, mod, text.video_kv[layer])
 
-    def action_velocity(self, cache: MemoryKVCache, noisy_actions: torch.Tensor, timestep: torch.Tensor,
-                        action_kv: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    def action_velocity(
+        self,
+        cache: MemoryKVCache,
+        noisy_actions: torch.Tensor,
+        timestep: torch.Tensor,
+        action_kv: list[tuple[torch.Tensor, torch.Tensor]],
+    ) -> torch.Tensor:
         """Velocity of the noisy chunk (B, K, A) at timestep (B,), attending to the cache of its last frame."""
         K = noisy_actions.shape[1]
         x = self.action.action_encoder(noisy_actions.to(self.action.action_encoder.weight.dtype))
@@ -228,8 +277,14 @@ class MemoryWAM(nn.Module):
         temb, time_mod = self.action.condition_embedder.time(timestep[:, None])
         return self.action.head(self._scratch_pass(self.action.blocks, cache, x, time_mod, cos, sin, action_kv), temb)
 
-    def video_velocity(self, cache: MemoryKVCache, noisy_latent: torch.Tensor, timestep: torch.Tensor,
-                       next_frame_id: int, text: TextContext) -> torch.Tensor:
+    def video_velocity(
+        self,
+        cache: MemoryKVCache,
+        noisy_latent: torch.Tensor,
+        timestep: torch.Tensor,
+        next_frame_id: int,
+        text: TextContext,
+    ) -> torch.Tensor:
         """Velocity of the next frame's noisy latent (B, C, H, W): video prediction from the cache."""
         x = self.video.patchify(noisy_latent[:, :, None])
         cos, sin = self.video.rope(video_positions(torch.tensor([next_frame_id], device=x.device), *self.grid))
@@ -238,8 +293,15 @@ class MemoryWAM(nn.Module):
         return self.video.unpatchify(self.video.head(x, temb), 1, *self.grid).squeeze(2)
 
     @staticmethod
-    def _scratch_pass(blocks: nn.ModuleList, cache: MemoryKVCache, x: torch.Tensor, time_mod: torch.Tensor,
-                      cos: torch.Tensor, sin: torch.Tensor, cross_kv) -> torch.Tensor:
+    def _scratch_pass(
+        blocks: nn.ModuleList,
+        cache: MemoryKVCache,
+        x: torch.Tensor,
+        time_mod: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        cross_kv,
+    ) -> torch.Tensor:
         """Denoised tokens see the cache plus themselves; they are written to scratch, never kept."""
         n = x.shape[1]
         for layer, block in enumerate(blocks):
@@ -250,8 +312,15 @@ class MemoryWAM(nn.Module):
         return x
 
     @torch.no_grad()
-    def sample_actions(self, cache: MemoryKVCache, text: TextContext, proprio: torch.Tensor, num_steps: int = 10,
-                       generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+    def sample_actions(
+        self,
+        cache: MemoryKVCache,
+        text: TextContext,
+        proprio: torch.Tensor,
+        num_steps: int = 10,
+        generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Denoise an action chunk (B, K, A) (normalised units) for the frame last prefilled."""
         action_kv = self.action_context(text, proprio)
         if noise is None:
@@ -279,8 +348,9 @@ class MemoryWAM(nn.Module):
         save_file(state, str(directory / "model.safetensors"), metadata={"format": "pt"})
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: torch.device | str = "cpu",
-                        dtype: torch.dtype = torch.float32) -> MemoryWAM:
+    def from_pretrained(
+        cls, directory: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+    ) -> MemoryWAM:
         directory = Path(directory)
         config_path = directory / "config.json"
         if not config_path.is_file():

@@ -27,8 +27,9 @@ class WanVideoDiT(nn.Module):
         super().__init__()
         self.config = config
         dim = config.inner_dim
-        self.patch_embedding = nn.Conv3d(config.in_channels, dim, kernel_size=config.patch_size,
-                                         stride=config.patch_size)
+        self.patch_embedding = nn.Conv3d(
+            config.in_channels, dim, kernel_size=config.patch_size, stride=config.patch_size
+        )
         self.condition_embedder = ConditionEmbedder(dim, config.freq_dim, config.text_dim)
         self.blocks = nn.ModuleList(
             WanBlock(dim, dim, config.ffn_dim, config.num_attention_heads, config.eps, config.cross_attn_norm)
@@ -55,8 +56,9 @@ class WanVideoDiT(nn.Module):
         return rope_angles(positions, self.config.attention_head_dim, self.config.rope_theta)
 
     # --- plain forward (diffusers-compatible) -------------------------------------------------
-    def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor,
-                encoder_hidden_states: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, hidden_states: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor
+    ) -> torch.Tensor:
         """hidden_states (B, C, F, H, W); timestep (B,) or per token (B, F*h*w); text (B, T, text_dim)."""
         _, _, frames, height, width = hidden_states.shape
         pt, ph, pw = self.config.patch_size
@@ -75,8 +77,9 @@ class WanVideoDiT(nn.Module):
 
     # --- loading ------------------------------------------------------------------------------
     @classmethod
-    def from_diffusers(cls, path: str | Path, device: str | torch.device = "cpu",
-                       dtype: torch.dtype = torch.float32) -> WanVideoDiT:
+    def from_diffusers(
+        cls, path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    ) -> WanVideoDiT:
         """Load a diffusers `WanTransformer3DModel` directory (config.json + safetensors, sharded or not).
 
         A pipeline directory with a `transformer/` sub-folder works too.
