@@ -62,7 +62,7 @@ class ActionDiT(nn.Module):
             src = source[name].float()
             if name.endswith("time_proj.weight"):
                 src = src.unflatten(0, (6, -1))
-                out = _resize_linear_weight(src, (6, *param.shape[:1]), param.shape[1]).flatten(0, 1)
+                out = _resize_linear_weight(src, (6, param.shape[0] // 6), param.shape[1]).flatten(0, 1)
             elif name.endswith("time_proj.bias"):
                 out = _resize(src.unflatten(0, (6, -1)), 1, param.shape[0] // 6).flatten()
             elif name.endswith(".weight") and src.ndim == 2:
