@@ -11,3 +11,13 @@ import os
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
 os.environ.setdefault("MUJOCO_GL", "egl")
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A complete random tiny checkpoint directory, made once per test session with the CLI's code."""
+    from memorywam_ros.runtime.checkpoint import init_random
+
+    return init_random(tmp_path_factory.mktemp("ckpt") / "tiny", preset="tiny")
