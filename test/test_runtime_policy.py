@@ -123,3 +123,16 @@ def test_bf16_cast_keeps_modulation_in_fp32(tiny_checkpoint):
     p.reset("transfer the cube")
     p.observe(FIRST, np.zeros(14))
     assert np.isfinite(p.act()).all()
+
+
+def test_instructions_of_another_encoder_are_not_used(tiny_checkpoint, tmp_path):
+    """Embeddings from a different text encoder in the same store are invisible to the policy."""
+    from memorywam_ros.runtime import InstructionStore
+
+    ckpt = shutil.copytree(tiny_checkpoint, tmp_path / "ckpt")
+    InstructionStore(ckpt / "instructions").put(["open the drawer"], torch.zeros(1, 16, 32), "another-encoder")
+    p = Policy.from_pretrained(ckpt, num_steps=2)
+    assert "open the drawer" not in p.instructions
+    with pytest.raises(KeyError, match="open the drawer"):
+        p.reset("open the drawer")
+    p.reset("transfer the cube")

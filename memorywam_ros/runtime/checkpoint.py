@@ -46,7 +46,7 @@ class Checkpoint:
     instructions: InstructionStore
 
 
-def _manifest(config: MemoryWAMConfig, image_size: tuple[int, int], random: bool) -> dict[str, Any]:
+def _manifest(config: MemoryWAMConfig, image_size: tuple[int, int], random: bool, encoder_id: str) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -58,6 +58,8 @@ def _manifest(config: MemoryWAMConfig, image_size: tuple[int, int], random: bool
         "control_rate_hz": 10.0,
         "observation_substeps": [3, 7, 11, 15],
         "memory": dict(config.memory.__dict__),
+        # embeddings of any other text encoder mean nothing to this model
+        "instruction_encoder": encoder_id,
         "parts": {
             "model": "model",
             "vae": "vae",
@@ -75,8 +77,14 @@ def write_checkpoint(
     instructions: dict[str, torch.Tensor] | None = None,
     random: bool = False,
     image_size: tuple[int, int] = (384, 320),
+    encoder_id: str | None = None,
 ) -> Path:
-    """Write a complete directory; `instructions` maps text -> (T, text_dim) embedding (may be added later)."""
+    """Write a complete directory; `instructions` maps text -> (T, text_dim) embedding.
+
+    `encoder_id` names the text encoder the embeddings (and the training) came from
+    (`instructions.encoder_identity`); later instructions must come from the same encoder.
+    """
+    encoder_id = encoder_id or ("random" if random else "external")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(directory / "model")
@@ -85,8 +93,9 @@ def write_checkpoint(
     if instructions:
         texts = list(instructions)
         store = InstructionStore(directory / "instructions")
-        store.put(texts, torch.stack([instructions[t] for t in texts]), "random" if random else "external")
-    (directory / MANIFEST).write_text(json.dumps(_manifest(model.config, image_size, random), indent=2) + "\n")
+        store.put(texts, torch.stack([instructions[t] for t in texts]), encoder_id)
+    manifest = _manifest(model.config, image_size, random, encoder_id)
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return directory
 
 
@@ -142,14 +151,17 @@ def _check_fit(
         )
     if manifest.get("memory") != dict(config.memory.__dict__):
         problems.append(f"manifest memory settings {manifest.get('memory')} != model {config.memory}")
-    if len(store) == 0:
-        problems.append("instructions part holds no instruction (run memorywam-encode-instructions)")
-    for eid in store.encoder_ids:
-        if store.encoder_info(eid)["dim"] != config.video.text_dim:
-            problems.append(
-                f"instruction embeddings have dim {store.encoder_info(eid)['dim']}, "
-                f"model text_dim is {config.video.text_dim}"
-            )
+    eid = manifest.get("instruction_encoder")
+    if eid not in store.encoder_ids:
+        problems.append(
+            f"instructions part holds no embedding of the training encoder {eid} "
+            "(run memorywam-encode-instructions with the training umT5)"
+        )
+    elif store.encoder_info(eid)["dim"] != config.video.text_dim:
+        problems.append(
+            f"instruction embeddings have dim {store.encoder_info(eid)['dim']}, "
+            f"model text_dim is {config.video.text_dim}"
+        )
     if problems:
         raise CheckpointError(f"checkpoint {directory} parts do not fit: " + "; ".join(problems))
 

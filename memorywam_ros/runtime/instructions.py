@@ -327,9 +327,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     encoder = encoder.to(args.device).eval()
     tokenizer = AutoTokenizer.from_pretrained(tok_dir)
 
+    eid = encoder_identity(encoder, tokenizer, args.max_length)
+    manifest = Path(args.out) / "memorywam.json"
+    if manifest.is_file():
+        trained_with = json.loads(manifest.read_text()).get("instruction_encoder")
+        if trained_with not in (None, eid):
+            # the model only understands embeddings of the encoder it was trained with
+            parser.error(
+                f"{args.out} was trained with instruction encoder {trained_with[:16]}…, "
+                f"but {enc_dir} is {eid[:16]}…; use the same umT5 (and tokenizer, max length) as training"
+            )
     store = InstructionStore(Path(args.out) / "instructions")
     new = store.encode_missing(texts, encoder, tokenizer, args.max_length, name=Path(enc_dir).name)
-    eid = encoder_identity(encoder, tokenizer, args.max_length)
     cached = len({t.strip() for t in texts if t.strip()}) - len(new)
     print(
         f"encoder {eid[:16]}: encoded {len(new)} new, {cached} cached; "

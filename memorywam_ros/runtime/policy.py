@@ -32,6 +32,7 @@ class Policy:
         normalizer: Normalizer,
         instructions: InstructionStore,
         image_size: tuple[int, int],
+        encoder_id: str | None = None,
         num_steps: int = 10,
         seed: int = 0,
     ):
@@ -39,6 +40,7 @@ class Policy:
         self.vae = vae
         self.normalizer = normalizer
         self.store = instructions
+        self.encoder_id = encoder_id
         self.image_size = tuple(image_size)
         self.num_steps = num_steps
         self.seed = seed
@@ -74,6 +76,7 @@ class Policy:
             ckpt.normalizer,
             ckpt.instructions,
             tuple(ckpt.manifest["image_size"]),
+            encoder_id=ckpt.manifest["instruction_encoder"],
             num_steps=num_steps,
             seed=seed,
         )
@@ -81,7 +84,7 @@ class Policy:
     # --- episode ---------------------------------------------------------------------------------
     @property
     def instructions(self) -> list[str]:
-        return self.store.texts()
+        return self.store.texts(self.encoder_id)
 
     @property
     def frames_observed(self) -> int:
@@ -93,7 +96,7 @@ class Policy:
 
     def reset(self, instruction: str) -> None:
         """Start an episode: look the instruction up (KeyError if unknown), clear memory and VAE stream."""
-        embedding = self.store.get(instruction)  # raises before any state changes
+        embedding = self.store.get(instruction, self.encoder_id)  # raises before any state changes
         self._text = self.model.text_context(embedding[None].to(self.device))
         self._cache = self.model.new_cache(batch=1)
         self.vae.reset()
