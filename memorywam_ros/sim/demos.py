@@ -1,0 +1,285 @@
+"""`memorywam-sim-demos`: scripted gym-aloha episodes written as real rosbag2 MCAP bags.
+
+Each kept episode becomes one bag directory `OUT/episode_NNNN_seed_S/` (metadata.yaml + .mcap,
+written by the `rosbags` library, ROS 2 Kilted message definitions) with exactly the topics and
+types a recording of the simulated robot (`memorywam_sim` + policy node) has:
+
+    /cam_high/camera/color/image_raw         sensor_msgs/msg/Image rgb8   --camera-rate (30 Hz)
+    /cam_left_wrist/camera/color/image_raw   sensor_msgs/msg/Image rgb8   --camera-rate
+    /cam_right_wrist/camera/color/image_raw  sensor_msgs/msg/Image rgb8   --camera-rate
+    /joint_states                            sensor_msgs/msg/JointState   --joint-rate (50 Hz), 14 names
+    /memorywam_policy/joint_command          sensor_msgs/msg/JointState   10 Hz, the action
+    /instruction                             std_msgs/msg/String          once, at the start
+
+so `memorywam-convert --config config/record_topics_sim.yaml` processes them unchanged.
+
+Time: all events lie on the sim's 2 ms physics grid; header.stamp = episode start (wall clock at
+generation, like a live recording) + sim time of the event; the bag's log time equals the stamp.
+Camera events at 30 Hz are rounded to the grid (33/34 ms apart), like a real camera's jitter.
+At equal times the order is: joint state and images (observation at t), then the command of t.
+MCAP chunks are zstd-compressed (the rosbag2 `zstd_fast`-style storage compression; the file
+stays indexable). Only successful episodes are kept unless --keep-failed; each seed is first run
+without rendering (~0.3 s) so failed seeds cost no rendering.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from memorywam_ros.sim import topics
+
+DEFAULT_CAMERA_RATE = 30.0
+DEFAULT_JOINT_RATE = 50.0
+CONTROL_RATE = 10.0
+
+
+@dataclass
+class EpisodeStats:
+    seed: int
+    success: bool
+    path: Path | None
+    messages: dict[str, int]
+    bytes: int
+    seconds: float
+    sim_seconds: float
+
+
+def _typestore():
+    from rosbags.typesys import Stores, get_typestore
+
+    return get_typestore(Stores.ROS2_KILTED)
+
+
+class _BagSink:
+    """Serialises our messages into a rosbags Writer (one connection per topic)."""
+
+    def __init__(self, writer, ts, joint_names: tuple[str, ...]) -> None:
+        self.w = writer
+        self.ts = ts
+        self.names = list(joint_names)
+        self.T = ts.types
+        self.conns = {}
+        for cam in topics.IMAGE_TOPICS:
+            self.conns[topics.IMAGE_TOPICS[cam]] = writer.add_connection(
+                topics.IMAGE_TOPICS[cam], topics.IMAGE_TYPE, typestore=ts
+            )
+        for topic, typ in (
+            (topics.JOINT_STATES_TOPIC, topics.JOINT_STATE_TYPE),
+            (topics.COMMAND_TOPIC, topics.JOINT_STATE_TYPE),
+            (topics.INSTRUCTION_TOPIC, topics.STRING_TYPE),
+        ):
+            self.conns[topic] = writer.add_connection(topic, typ, typestore=ts)
+        self.counts = dict.fromkeys(self.conns, 0)
+
+    def _header(self, t_ns: int, frame_id: str):
+        stamp = self.T["builtin_interfaces/msg/Time"](sec=t_ns // 1_000_000_000, nanosec=t_ns % 1_000_000_000)
+        return self.T["std_msgs/msg/Header"](stamp=stamp, frame_id=frame_id)
+
+    def _write(self, topic: str, t_ns: int, msg, msgtype: str) -> None:
+        self.w.write(self.conns[topic], t_ns, self.ts.serialize_cdr(msg, msgtype))
+        self.counts[topic] += 1
+
+    def image(self, cam: str, t_ns: int, img: np.ndarray) -> None:
+        h, w, _ = img.shape
+        msg = self.T[topics.IMAGE_TYPE](
+            header=self._header(t_ns, topics.FRAME_IDS[cam]),
+            height=h,
+            width=w,
+            encoding="rgb8",
+            is_bigendian=0,
+            step=w * 3,
+            data=np.ascontiguousarray(img, dtype=np.uint8).reshape(-1),
+        )
+        self._write(topics.IMAGE_TOPICS[cam], t_ns, msg, topics.IMAGE_TYPE)
+
+    def joints(self, topic: str, t_ns: int, pos: np.ndarray, vel: np.ndarray | None = None) -> None:
+        msg = self.T[topics.JOINT_STATE_TYPE](
+            header=self._header(t_ns, ""),
+            name=self.names,
+            position=np.asarray(pos, dtype=np.float64),
+            velocity=np.asarray(vel if vel is not None else [], dtype=np.float64),
+            effort=np.zeros(0, dtype=np.float64),
+        )
+        self._write(topic, t_ns, msg, topics.JOINT_STATE_TYPE)
+
+    def text(self, topic: str, t_ns: int, data: str) -> None:
+        self._write(topic, t_ns, self.T[topics.STRING_TYPE](data=data), topics.STRING_TYPE)
+
+
+def record_episode(
+    sim,
+    seed: int,
+    path: Path,
+    camera_rate: float = DEFAULT_CAMERA_RATE,
+    joint_rate: float = DEFAULT_JOINT_RATE,
+    start_ns: int | None = None,
+    compress: bool = True,
+    progress=None,
+) -> tuple[bool, dict[str, int]]:
+    """Run the scripted policy from `seed` and write the bag at `path` -> (success, message counts)."""
+    from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
+
+    from memorywam_ros.sim.scripted import ScriptedTransferCube
+
+    ts = _typestore()
+    policy = ScriptedTransferCube(CONTROL_RATE)
+    sim.reset(seed, render=False)
+    policy.reset(sim)
+    if start_ns is None:
+        start_ns = time.time_ns()
+    dt_ns = round(sim.physics_dt * 1e9)
+    grid = lambda period_s: max(1, round(period_s / sim.physics_dt))  # noqa: E731 - in physics steps
+    cam_period = 1.0 / camera_rate
+    joint_every = grid(1.0 / joint_rate)
+    ctrl_every = grid(1.0 / CONTROL_RATE)
+    end_step = policy.num_steps * ctrl_every  # the last command is held one full period
+
+    writer = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP)
+    if compress:
+        writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
+    with writer:
+        sink = _BagSink(writer, ts, sim.joint_names)
+        sink.text(topics.INSTRUCTION_TOPIC, start_ns, sim.instruction)
+        step = 0
+        cam_i = 0
+        while step <= end_step:
+            t_ns = start_ns + step * dt_ns
+            if step % joint_every == 0:
+                sink.joints(topics.JOINT_STATES_TOPIC, t_ns, sim.qpos, sim.qvel)
+            if step == round(cam_i * cam_period / sim.physics_dt):
+                for cam, img in sim.render().items():
+                    sink.image(cam, t_ns, img)
+                cam_i += 1
+            if step % ctrl_every == 0 and step < end_step:
+                q = policy.act(sim)
+                sink.joints(topics.COMMAND_TOPIC, t_ns, sim.set_targets(q))  # held until the next
+                if progress is not None:
+                    progress.update(1)
+            # Advance to the next event on the 2 ms grid.
+            nxt = min(
+                (step // joint_every + 1) * joint_every,
+                (step // ctrl_every + 1) * ctrl_every,
+                round(cam_i * cam_period / sim.physics_dt),
+            )
+            if nxt > end_step:
+                if step == end_step:
+                    break
+                nxt = end_step
+            sim.advance((nxt - step) * sim.physics_dt)
+            step = nxt
+    return sim.success, dict(sink.counts)
+
+
+def _bag_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def generate(
+    episodes: int,
+    out: Path,
+    task: str = "transfer_cube",
+    seed: int = 0,
+    keep_failed: bool = False,
+    camera_rate: float = DEFAULT_CAMERA_RATE,
+    joint_rate: float = DEFAULT_JOINT_RATE,
+    camera_sizes: dict[str, tuple[int, int]] | None = None,
+    max_attempts: int | None = None,
+    compress: bool = True,
+    show_progress: bool = True,
+) -> list[EpisodeStats]:
+    """Write `episodes` bags (successful ones unless keep_failed) from consecutive seeds."""
+    from tqdm import tqdm
+
+    from memorywam_ros.sim.aloha import AlohaSim
+    from memorywam_ros.sim.scripted import run_scripted_episode
+
+    if task != "transfer_cube":
+        raise SystemExit(f"no scripted policy for task {task!r} (only transfer_cube)")
+    out.mkdir(parents=True, exist_ok=True)
+    max_attempts = max_attempts if max_attempts is not None else 3 * episodes + 10
+    stats: list[EpisodeStats] = []
+    kept = 0
+    s = seed
+    with (
+        AlohaSim(task, camera_sizes=camera_sizes) as sim,
+        tqdm(total=episodes, unit="ep", disable=not show_progress, desc="sim demos") as bar,
+    ):
+        while kept < episodes and s < seed + max_attempts:
+            t0 = time.perf_counter()
+            ok = run_scripted_episode(sim, s).success  # dry run, no rendering
+            path = out / f"episode_{kept:04d}_seed_{s}"
+            if not ok and not keep_failed:
+                stats.append(EpisodeStats(s, False, None, {}, 0, time.perf_counter() - t0, sim.time_s))
+                bar.set_postfix(failed=sum(not x.success for x in stats))
+                s += 1
+                continue
+            if path.exists():
+                raise SystemExit(f"{path} exists; choose an empty --out or another --seed")
+            ok, counts = record_episode(sim, s, path, camera_rate, joint_rate, compress=compress)
+            if not ok and not keep_failed:  # dry run and recording disagree: never keep a failure
+                shutil.rmtree(path)
+                path_kept = None
+            else:
+                path_kept = path
+                kept += 1
+                bar.update(1)
+            size = _bag_bytes(path) if path_kept else 0
+            stats.append(EpisodeStats(s, ok, path_kept, counts, size, time.perf_counter() - t0, sim.time_s))
+            s += 1
+    return stats
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="memorywam-sim-demos",
+        description="Scripted gym-aloha demonstrations as rosbag2 MCAP bags (robot topics and types).",
+    )
+    p.add_argument("--episodes", type=int, required=True, help="number of bags to write")
+    p.add_argument("--out", type=Path, required=True, help="output directory (one bag directory per episode)")
+    p.add_argument("--task", default="transfer_cube", choices=["transfer_cube"])
+    p.add_argument("--seed", type=int, default=0, help="first seed; episodes use consecutive seeds")
+    p.add_argument("--keep-failed", action="store_true", help="also keep episodes the env did not mark successful")
+    p.add_argument("--camera-rate", type=float, default=DEFAULT_CAMERA_RATE, help="image rate, Hz (default 30)")
+    p.add_argument("--joint-rate", type=float, default=DEFAULT_JOINT_RATE, help="/joint_states rate, Hz (default 50)")
+    p.add_argument("--head-size", type=int, nargs=2, default=(256, 320), metavar=("H", "W"))
+    p.add_argument("--wrist-size", type=int, nargs=2, default=(128, 160), metavar=("H", "W"))
+    p.add_argument("--no-compress", action="store_true", help="write uncompressed MCAP chunks")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    a = p.parse_args(argv)
+    if a.episodes < 1:
+        p.error("--episodes must be >= 1")
+    sizes = {"top": tuple(a.head_size), "left_wrist": tuple(a.wrist_size), "right_wrist": tuple(a.wrist_size)}
+    t0 = time.perf_counter()
+    stats = generate(
+        a.episodes,
+        a.out,
+        task=a.task,
+        seed=a.seed,
+        keep_failed=a.keep_failed,
+        camera_rate=a.camera_rate,
+        joint_rate=a.joint_rate,
+        camera_sizes=sizes,
+        compress=not a.no_compress,
+        show_progress=not a.quiet,
+    )
+    kept = [x for x in stats if x.path is not None]
+    tried = len(stats)
+    ok = sum(x.success for x in stats)
+    mb = np.mean([x.bytes for x in kept]) / 1e6 if kept else 0.0
+    sec = np.mean([x.seconds for x in kept]) if kept else 0.0
+    print(
+        f"{len(kept)} bag(s) in {a.out} | scripted success {ok}/{tried} seeds | {mb:.1f} MB and "
+        f"{sec:.1f} s per kept episode | total {time.perf_counter() - t0:.1f} s"
+    )
+    return 0 if len(kept) == a.episodes else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
