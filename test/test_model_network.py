@@ -206,3 +206,34 @@ def test_model_imports_without_ros():
     code = "import sys, memorywam_ros.model; assert 'rclpy' not in sys.modules; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ok"
+
+
+def test_flex_block_mask_equals_dense_mask():
+    """The CUDA path (flex attention block mask) and the CPU path (dense mask) apply the same rule.
+
+    Checked here with uncompiled flex attention on CPU; CUDA uses the compiled kernel.
+    """
+    pytest.importorskip("torch.nn.attention.flex_attention")
+    from memorywam_ros.model.attention import MemoryMaskedAttention
+
+    config = tiny_config("hybrid", grid=(4, 4), n_init=1, n_recent=2, num_gists=2)
+    model = random_model(config)
+    x = random_inputs(config, batch=2, frames=6)
+    captured = {}
+    original = MemoryMaskedAttention.__init__
+
+    def capture(self, rules, frame, kind, group, use_flex=None, compiled=True):
+        original(self, rules, frame, kind, group, use_flex=False)
+        captured.update(rules=rules, frame=frame, kind=kind, group=group)
+
+    MemoryMaskedAttention.__init__ = capture
+    try:
+        with torch.no_grad():
+            model(**x)
+    finally:
+        MemoryMaskedAttention.__init__ = original
+    c = captured
+    q, k, v = (torch.randn(2, 2, c["frame"].shape[1], 24) for _ in range(3))
+    dense = MemoryMaskedAttention(c["rules"], c["frame"], c["kind"], c["group"], use_flex=False)(q, k, v)
+    flex = MemoryMaskedAttention(c["rules"], c["frame"], c["kind"], c["group"], use_flex=True, compiled=False)
+    torch.testing.assert_close(flex(q, k, v), dense, atol=1e-5, rtol=0)

@@ -21,9 +21,11 @@ except ImportError:  # pragma: no cover - old torch
 _compiled_flex = None
 
 
-def _flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask) -> torch.Tensor:
+def _flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask, compiled: bool = True) -> torch.Tensor:
     """flex attention, compiled on first use (uncompiled flex attention is a slow reference path)."""
     global _compiled_flex
+    if not compiled:
+        return flex_attention(q, k, v, block_mask=block_mask)
     if _compiled_flex is None:
         _compiled_flex = torch.compile(flex_attention, dynamic=False)
     return _compiled_flex(q, k, v, block_mask=block_mask)
@@ -39,10 +41,12 @@ class MemoryMaskedAttention:
         kind: torch.Tensor,
         group: torch.Tensor,
         use_flex: bool | None = None,
+        compiled: bool = True,
     ):
         if use_flex is None:
             use_flex = frame.is_cuda and flex_attention is not None
         self.use_flex = use_flex
+        self.compiled = compiled
         if use_flex:
 
             def mask_mod(b, h, q_idx, kv_idx):
@@ -63,5 +67,5 @@ class MemoryMaskedAttention:
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """q, k, v (B, H, S, D) -> (B, H, S, D)."""
         if self.use_flex:
-            return _flex(q, k, v, self.block_mask)
+            return _flex(q, k, v, self.block_mask, self.compiled)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=self.dense_mask)

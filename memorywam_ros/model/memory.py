@@ -92,13 +92,15 @@ class MemoryRules:
         video belong to frame i); kind: TokenKind; group: a block id, equal within one action chunk
         or one noisy frame.
         """
+        # plain ints: tracing for flex attention does not handle enum members in comparisons
+        clean, gist, action = int(TokenKind.CLEAN), int(TokenKind.GIST), int(TokenKind.ACTION)
         from_cache = torch.where(
-            k_kind == TokenKind.CLEAN,
+            k_kind == clean,
             self.sees_full(q_frame, k_frame),
-            (k_kind == TokenKind.GIST) & self.sees_gist(q_frame, k_frame),
+            (k_kind == gist) & self.sees_gist(q_frame, k_frame),
         )
         # cacheable queries (f_i, g_i) never see denoised tokens; denoised tokens see their own block
-        own_block = (k_kind >= TokenKind.ACTION) & (q_group == k_group)
+        own_block = (k_kind >= action) & (q_group == k_group)
         return from_cache | own_block
 
     def dense_mask(self, frame: torch.Tensor, kind: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
