@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from diffusers import FlowMatchEulerDiscreteScheduler
 
 NUM_TRAIN_TIMESTEPS = 1000
 
@@ -48,6 +47,8 @@ def euler_sample(
 
     velocity(x, timestep) with timestep a 0-dim tensor in [0, 1000].
     """
+    from diffusers import FlowMatchEulerDiscreteScheduler  # lazy: importing diffusers costs seconds per process
+
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, shift=shift)
     scheduler.set_timesteps(num_steps, device=noise.device)
     x = noise
