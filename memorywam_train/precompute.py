@@ -22,6 +22,9 @@ Hence, with OBS(j) = 16j the row of the last mosaic of latent frame j:
     proprio of latent frame j      = state[16j]                 (measured with its last mosaic)
     action chunk of latent frame j = action[16j .. 16j+15]      (what the robot executes next)
 
+The numbers are for the robot's chunk of 16; `--chunk-size K` (a multiple of 4, the model's
+`action.chunk_size`) scales them: OBS(j) = Kj, mosaics after sub-steps K/4-1, 2K/4-1, 3K/4-1, K-1.
+
 An episode of T rows yields N = 1 + (T-1) // 16 latent frames (a frame needs all 4 of its
 mosaics; a trailing partial group is dropped). The last chunk(s) may run past row T-1: those
 steps repeat the last action (a hold, harmless to normalisation) and are False in `action_mask`,
@@ -68,8 +71,7 @@ from typing import Any
 
 import numpy as np
 
-CHUNK = 16  # actions per chunk = rows between two latent frames
-OBS_SUBSTEPS = (3, 7, 11, 15)  # sub-steps after which the robot takes a mosaic
+CHUNK = 16  # default actions per chunk = rows between two latent frames (the model's chunk_size)
 FORMAT = "memorywam-latents"
 VERSION = 1
 META_NAME = "precompute.json"
@@ -77,33 +79,44 @@ RANDOM_ENCODER_ID = "random"  # what init_random / write_checkpoint(random=True)
 
 
 # ---------------------------------------------------------------------------------- alignment
-def num_latent_frames(num_rows: int) -> int:
+def observation_substeps(chunk: int = CHUNK) -> tuple[int, ...]:
+    """Sub-steps after which a mosaic is taken: 4 per chunk (the VAE's temporal compression), evenly
+    spaced, the last at the chunk's end: (3, 7, 11, 15) for 16, (0, 1, 2, 3) for 4."""
+    if chunk % 4:
+        raise ValueError(f"chunk size {chunk} must be a multiple of 4 (4 mosaics per latent frame)")
+    stride = chunk // 4
+    return tuple(stride * (m + 1) - 1 for m in range(4))
+
+
+def num_latent_frames(num_rows: int, chunk: int = CHUNK) -> int:
     """Latent frames an episode of `num_rows` rows yields (each needs all its mosaics)."""
-    return 0 if num_rows < 1 else 1 + (num_rows - 1) // CHUNK
+    return 0 if num_rows < 1 else 1 + (num_rows - 1) // chunk
 
 
-def obs_row(j: int) -> int:
+def obs_row(j: int, chunk: int = CHUNK) -> int:
     """Row of the last mosaic of latent frame j (where its proprio is measured)."""
-    return CHUNK * j
+    return chunk * j
 
 
-def mosaic_rows(j: int) -> list[int]:
+def mosaic_rows(j: int, chunk: int = CHUNK) -> list[int]:
     """Episode rows whose mosaics form latent frame j: [0] for j = 0, else the 4 rows observed
     after sub-steps 3, 7, 11, 15 of chunk j-1 (chunk j-1 starts at row 16(j-1))."""
     if j == 0:
         return [0]
-    return [obs_row(j - 1) + k + 1 for k in OBS_SUBSTEPS]
+    return [obs_row(j - 1, chunk) + k + 1 for k in observation_substeps(chunk)]
 
 
-def action_chunks(action: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+def action_chunks(action: np.ndarray, n: int, chunk: int = CHUNK) -> tuple[np.ndarray, np.ndarray]:
     """(T, A) rows -> chunks (n, 16, A) (rows 16j..16j+15, padded with the last row) and mask (n, 16)."""
-    rows = np.arange(n)[:, None] * CHUNK + np.arange(CHUNK)[None, :]  # (n, 16)
+    rows = np.arange(n)[:, None] * chunk + np.arange(chunk)[None, :]  # (n, 16)
     mask = rows < action.shape[0]
     return action[np.minimum(rows, action.shape[0] - 1)].astype(np.float32), mask
 
 
 # ---------------------------------------------------------------------------------- encoding
-def encode_episode(reader: Any, encoder: Any, image_size: tuple[int, int]) -> dict[str, np.ndarray]:
+def encode_episode(
+    reader: Any, encoder: Any, image_size: tuple[int, int], chunk: int = CHUNK
+) -> dict[str, np.ndarray]:
     """One episode -> the tensors of its latents file (see the module docstring)."""
     import torch
 
@@ -111,26 +124,26 @@ def encode_episode(reader: Any, encoder: Any, image_size: tuple[int, int]) -> di
 
     from .episodes import CAMERAS
 
-    n = num_latent_frames(len(reader))
+    n = num_latent_frames(len(reader), chunk)
     if n == 0:
         raise ValueError(f"{reader.path}: empty episode")
     encoder.reset()
-    latents, rows_table = [], np.full((n, len(OBS_SUBSTEPS)), -1, dtype=np.int64)
+    latents, rows_table = [], np.full((n, 4), -1, dtype=np.int64)
     for j in range(n):
-        rows = mosaic_rows(j)
+        rows = mosaic_rows(j, chunk)
         rows_table[j, : len(rows)] = rows
         # one HDF5 chunk per image: reading only these rows touches 1/4 of the episode's frames
         images = {cam: [reader.images(cam, r, r + 1)[0] for r in rows] for cam in CAMERAS}
         mosaics = np.stack([compose_mosaic(*(images[c][i] for c in CAMERAS), *image_size) for i in range(len(rows))])
         latents.append(encoder.encode(mosaics)[:, 0].cpu())  # (C, h, w) float32
-    actions, mask = action_chunks(reader.action, n)
+    actions, mask = action_chunks(reader.action, n, chunk)
     return {
         "latents": torch.stack(latents).numpy(),
         "mosaic_rows": rows_table,
-        "obs_rows": np.arange(n, dtype=np.int64) * CHUNK,
+        "obs_rows": np.arange(n, dtype=np.int64) * chunk,
         "actions": actions,
         "action_mask": mask,
-        "proprio": reader.state[np.arange(n) * CHUNK].astype(np.float32),
+        "proprio": reader.state[np.arange(n) * chunk].astype(np.float32),
     }
 
 
@@ -222,6 +235,8 @@ def precompute(
     latent_dtype: str = "float32",
     overwrite: bool = False,
     progress: bool = True,
+    chunk: int = CHUNK,
+    image_size: tuple[int, int] | None = None,
 ) -> PrecomputeResult:
     import torch
     from diffusers import AutoencoderKLWan
@@ -239,11 +254,16 @@ def precompute(
     if not paths:
         raise FileNotFoundError(f"{episodes_dir}: no *.hdf5 episodes")
 
-    vae_dir, image_size = resolve_vae(Path(vae))
+    observation_substeps(chunk)  # validates the chunk size
+    vae_dir, vae_image_size = resolve_vae(Path(vae))
+    image_size = tuple(image_size or vae_image_size)
     model = AutoencoderKLWan.from_pretrained(str(vae_dir), low_cpu_mem_usage=False)
     vae_id = vae_identity(model)
     meta_path = out / META_NAME
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    if meta and (meta.get("chunk_size"), meta.get("image_size")) != (chunk, list(image_size)) and not overwrite:
+        raise ValueError(f"{out} holds latents of chunk {meta.get('chunk_size')} / images {meta.get('image_size')}; "
+                         "use --overwrite")
     if meta and meta.get("vae_id") != vae_id and not overwrite:
         raise ValueError(f"{out} holds latents of another VAE ({meta.get('vae_id', '?')[:16]}…); use --overwrite")
     if not (out / "vae" / "config.json").is_file() or meta.get("vae_id") != vae_id:
@@ -262,7 +282,7 @@ def precompute(
                 if target.is_file() and not overwrite:
                     result.skipped.append(target)
                     continue
-                arrays = encode_episode(reader, encoder, image_size)
+                arrays = encode_episode(reader, encoder, image_size, chunk)
                 metadata = {
                     "format": FORMAT,
                     "version": str(VERSION),
@@ -283,8 +303,8 @@ def precompute(
         "vae_id": vae_id,
         "instruction_encoder": encoder_id,
         "text_len": text_len,
-        "chunk_size": CHUNK,
-        "observation_substeps": list(OBS_SUBSTEPS),
+        "chunk_size": chunk,
+        "observation_substeps": list(observation_substeps(chunk)),
     }
     tmp = meta_path.with_name(META_NAME + ".tmp")
     tmp.write_text(json.dumps(meta, indent=2) + "\n")
@@ -305,6 +325,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     p.add_argument("--vae-dtype", choices=("float32", "bfloat16"), default="float32")
     p.add_argument("--latent-dtype", choices=("float32", "bfloat16"), default="float32")
+    p.add_argument("--chunk-size", type=int, default=CHUNK, help="actions per latent frame (the model's chunk_size)")
+    p.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="mosaic size (default: the checkpoint's, else 384 320)")
     p.add_argument("--overwrite", action="store_true", help="re-encode episodes already done")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
@@ -314,7 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     result = precompute(
         args.episodes, args.vae, args.out, args.text_encoder, args.random_text_dim, args.text_len, device,
-        args.vae_dtype, args.latent_dtype, args.overwrite, not args.quiet,
+        args.vae_dtype, args.latent_dtype, args.overwrite, not args.quiet, args.chunk_size,
+        tuple(args.image_size) if args.image_size else None,
     )
     for path, err in result.failed:
         print(f"FAILED {path}: {err}", file=sys.stderr)

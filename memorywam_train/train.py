@@ -50,6 +50,8 @@ class TrainConfig:
     # model
     preset: str = "tiny"  # MemoryWAMConfig.tiny / .paper
     memory_policy: str = "hybrid"
+    # overrides of the preset's MemoryWAMConfig, e.g. {memory: {n_recent: 2}, action: {chunk_size: 4}}
+    model: dict = field(default_factory=dict)
     init_video_from: str | None = None  # diffusers Wan2.2 TI2V-5B transformer (or pipeline) folder
     init_from: str | None = None  # MemoryWAM checkpoint to fine-tune (skips the init above)
     # data
@@ -179,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         (out_dir / "train_config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
 
     # ---- model + data ----------------------------------------------------------------------
-    config = {"tiny": MemoryWAMConfig.tiny, "paper": MemoryWAMConfig.paper}[cfg.preset](cfg.memory_policy)
+    config = model_config(cfg)
     resume = fsdp.checkpoint_dirs(out_dir)[-1:] if cfg.resume == "auto" else ([Path(cfg.resume)] if cfg.resume else [])
     resume_from = resume[0] if resume else None
     normalizer = None
@@ -287,6 +289,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def model_config(cfg: TrainConfig) -> MemoryWAMConfig:
+    """The preset with `cfg.model` overrides merged in (section by section)."""
+    base = {"tiny": MemoryWAMConfig.tiny, "paper": MemoryWAMConfig.paper}[cfg.preset](cfg.memory_policy).to_dict()
+    for key, value in cfg.model.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key].update(value)
+        else:
+            base[key] = value
+    try:
+        return MemoryWAMConfig.from_dict(base)
+    except (TypeError, ValueError) as err:
+        raise SystemExit(f"invalid model overrides {cfg.model}: {err}") from err
+
+
 def _check_fit(dataset: LatentDataset, config: MemoryWAMConfig) -> None:
     """The latents and instruction embeddings were made for this model size."""
     sample = dataset[0]
@@ -294,6 +310,9 @@ def _check_fit(dataset: LatentDataset, config: MemoryWAMConfig) -> None:
     if (c, h, w) != (config.video.in_channels, config.latent_height, config.latent_width):
         raise SystemExit(f"latents are {c}x{h}x{w}, the model expects "
                          f"{config.video.in_channels}x{config.latent_height}x{config.latent_width}")
+    if sample["actions"].shape[1] != config.action.chunk_size:
+        raise SystemExit(f"latents hold chunks of {sample['actions'].shape[1]} actions, the model's chunk_size is "
+                         f"{config.action.chunk_size} (memorywam-precompute --chunk-size)")
     if sample["text"].shape[-1] != config.video.text_dim:
         raise SystemExit(f"instruction embeddings have dim {sample['text'].shape[-1]}, model text_dim "
                          f"{config.video.text_dim} (precompute with the matching --text-encoder / --random-text-dim)")

@@ -185,3 +185,25 @@ def test_collate_pads_after_the_last_frame(latents: tuple[Path, Path]) -> None:
     assert batch["frame_valid"].tolist() == [[True] * 3 + [False] * 2, [True] * 5]
     assert not batch["action_mask"][0, 3:].any() and not batch["video_mask"][0, 2:].any()
     assert batch["text"].shape == (2, 16, 32)
+
+
+def test_chunk_size_scales_the_observation_protocol() -> None:
+    from memorywam_train.precompute import mosaic_rows, num_latent_frames, observation_substeps
+
+    assert observation_substeps(16) == (3, 7, 11, 15)
+    assert observation_substeps(4) == (0, 1, 2, 3)
+    assert mosaic_rows(2, chunk=4) == [5, 6, 7, 8]
+    assert num_latent_frames(9, chunk=4) == 3
+    with pytest.raises(ValueError, match="multiple of 4"):
+        observation_substeps(6)
+
+
+def test_model_overrides_merge_into_the_preset() -> None:
+    from memorywam_train.train import TrainConfig, model_config
+
+    cfg = TrainConfig.load(None, ["memory_policy=no_gist", "model={memory: {n_recent: 2}, action: {chunk_size: 4}}"])
+    config = model_config(cfg)
+    assert (config.memory.policy, config.memory.n_recent, config.memory.n_init) == ("no_gist", 2, 2)
+    assert config.action.chunk_size == 4 and config.video.num_layers == 2
+    with pytest.raises(SystemExit, match="invalid model overrides"):
+        model_config(TrainConfig.load(None, ["model={memory: {n_recnt: 2}}"]))
