@@ -21,3 +21,12 @@ def tiny_checkpoint(tmp_path_factory):
     from memorywam_ros.runtime.checkpoint import init_random
 
     return init_random(tmp_path_factory.mktemp("ckpt") / "tiny", preset="tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_policy(tiny_checkpoint):
+    """One Policy on the tiny checkpoint for every policy-node graph test (nodes take it injected:
+    `PolicyNode(policy=...)`); each node resets it when it starts."""
+    from memorywam_ros.runtime.policy import Policy
+
+    return Policy.from_pretrained(tiny_checkpoint, device="cpu")

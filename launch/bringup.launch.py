@@ -1,0 +1,100 @@
+"""Bring up the MemoryWAM policy on the robot (or the simulator), optionally cameras and a recorder.
+
+    ros2 launch memorywam_ros bringup.launch.py model_path:=/data/ckpt
+    ros2 launch memorywam_ros bringup.launch.py model_path:=/data/ckpt use_realsense:=true \
+        head_serial:=_123 left_wrist_serial:=_456 right_wrist_serial:=_789 record:=true
+    ros2 launch memorywam_ros bringup.launch.py model_path:=/data/ckpt sim:=true
+
+The policy starts disabled: `ros2 service call /memorywam_policy/enable std_srvs/srv/SetBool "{data: true}"`.
+"""
+
+from __future__ import annotations
+
+from launch.actions import DeclareLaunchArgument, ExecuteProcess, LogInfo, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
+
+from launch import LaunchDescription
+from memorywam_ros.ros.launch_utils import (
+    CAMERA_NAMESPACES,
+    bag_record_cmd,
+    package_share,
+    realsense_parameters,
+    record_topics,
+)
+
+SHARE = package_share()
+CONFIG = SHARE / "config"
+
+ARGUMENTS = [
+    ("model_path", "", "checkpoint directory (required)"),
+    ("params_file", str(CONFIG / "memorywam.yaml"), "policy node parameters"),
+    ("robot_config", "", "robot description YAML; empty: arx_x5_dual.yaml, or aloha_sim.yaml with sim:=true"),
+    ("instruction", "", "task instruction (empty: the params file's / the checkpoint's first)"),
+    ("autostart", "false", "enable the policy without a ~/enable call"),
+    ("command_rate_hz", "10.0", "streamed command rate (integer multiple of 10; >10 interpolates)"),
+    ("use_realsense", "false", "start three realsense2_camera nodes (colour only)"),
+    ("head_serial", "", "head camera serial (prefix digits with _ or quote them)"),
+    ("left_wrist_serial", "", "left wrist camera serial"),
+    ("right_wrist_serial", "", "right wrist camera serial"),
+    ("color_profile", "640x480x30", "RealSense colour profile WxHxFPS"),
+    ("record", "false", "also run `ros2 bag record` (mcap, zstd_fast)"),
+    ("bag_output", "", "bag directory (empty: rosbag2_<timestamp>)"),
+    ("sim", "false", "start the MuJoCo simulator memorywam_sim and use config/robots/aloha_sim.yaml"),
+]
+
+# the policy node's own outputs are recorded too when it runs, to review what it commanded
+POLICY_TOPICS = ["/memorywam_policy/action_chunk", "/memorywam_policy/joint_command", "/diagnostics"]
+
+
+def _true(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _setup(context, *args, **kwargs):
+    arg = {name: LaunchConfiguration(name).perform(context) for name, _, _ in ARGUMENTS}
+    sim = _true(arg["sim"])
+    actions = []
+    robot_config = arg["robot_config"] or str(CONFIG / "robots" / ("aloha_sim.yaml" if sim else "arx_x5_dual.yaml"))
+    overrides = {
+        "model_path": arg["model_path"],
+        "robot_config": robot_config,
+        "autostart": _true(arg["autostart"]),
+        "command_rate_hz": float(arg["command_rate_hz"]),
+    }
+    if arg["instruction"]:
+        overrides["instruction"] = ParameterValue(arg["instruction"], value_type=str)
+    if sim:
+        # the simulator publishes exactly the default camera topics of config/memorywam.yaml
+        actions.append(Node(package="memorywam_ros", executable="memorywam_sim", name="memorywam_sim",
+                            output="screen"))
+    elif _true(arg["use_realsense"]):
+        for cam, ns in CAMERA_NAMESPACES.items():
+            serial = arg[f"{cam}_serial"]
+            if not serial:
+                raise RuntimeError(f"use_realsense:=true needs {cam}_serial")
+            params = realsense_parameters(serial, arg["color_profile"])
+            # a serial of digits would otherwise be parsed into an int by the launch YAML rules
+            params["serial_no"] = ParameterValue(serial, value_type=str)
+            actions.append(Node(package="realsense2_camera", executable="realsense2_camera_node",
+                                namespace=ns, name="camera", parameters=[params], output="screen"))
+    actions.append(Node(
+        package="memorywam_ros", executable="memorywam_policy", name="memorywam_policy", output="screen",
+        parameters=[arg["params_file"], overrides],
+    ))
+    if _true(arg["record"]):
+        topics_file = CONFIG / ("record_topics_sim.yaml" if sim else "record_topics.yaml")
+        topics = record_topics(topics_file, extra=POLICY_TOPICS)
+        qos = CONFIG / "record_qos_overrides.yaml"
+        cmd = bag_record_cmd(topics, qos if qos.is_file() else None, arg["bag_output"])
+        actions.append(LogInfo(msg=f"recording {len(topics)} topics: {' '.join(topics)}"))
+        actions.append(ExecuteProcess(cmd=cmd, output="screen"))
+    return actions
+
+
+def generate_launch_description() -> LaunchDescription:
+    return LaunchDescription(
+        [DeclareLaunchArgument(name, default_value=default, description=desc) for name, default, desc in ARGUMENTS]
+        + [OpaqueFunction(function=_setup)]
+    )

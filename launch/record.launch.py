@@ -1,0 +1,67 @@
+"""Record teleoperated demonstrations for training (no policy): cameras (optional) + `ros2 bag record`.
+
+    ros2 launch memorywam_ros record.launch.py use_realsense:=true \
+        head_serial:=_123 left_wrist_serial:=_456 right_wrist_serial:=_789 bag_output:=/data/bags/demo_001
+
+The arms' teleoperation (ARX master/follower launch) runs separately. The recorded topics are the
+ones `memorywam-convert` reads (config/record_topics.yaml; record_topics_sim.yaml with sim:=true).
+"""
+
+from __future__ import annotations
+
+from launch.actions import DeclareLaunchArgument, ExecuteProcess, LogInfo, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
+
+from launch import LaunchDescription
+from memorywam_ros.ros.launch_utils import (
+    CAMERA_NAMESPACES,
+    bag_record_cmd,
+    package_share,
+    realsense_parameters,
+    record_topics,
+)
+
+CONFIG = package_share() / "config"
+
+ARGUMENTS = [
+    ("topics_file", "", "converter topic file (empty: config/record_topics.yaml, _sim with sim:=true)"),
+    ("qos_overrides", str(CONFIG / "record_qos_overrides.yaml"), "rosbag2 QoS overrides"),
+    ("bag_output", "", "bag directory (empty: rosbag2_<timestamp>)"),
+    ("use_realsense", "false", "start three realsense2_camera nodes (colour only)"),
+    ("head_serial", "", "head camera serial (prefix digits with _ or quote them)"),
+    ("left_wrist_serial", "", "left wrist camera serial"),
+    ("right_wrist_serial", "", "right wrist camera serial"),
+    ("color_profile", "640x480x30", "RealSense colour profile WxHxFPS"),
+    ("sim", "false", "record the simulator's topics (record_topics_sim.yaml)"),
+]
+
+
+def _setup(context, *args, **kwargs):
+    arg = {name: LaunchConfiguration(name).perform(context) for name, _, _ in ARGUMENTS}
+    sim = arg["sim"].strip().lower() in ("1", "true", "yes", "on")
+    actions = []
+    if arg["use_realsense"].strip().lower() in ("1", "true", "yes", "on"):
+        for cam, ns in CAMERA_NAMESPACES.items():
+            serial = arg[f"{cam}_serial"]
+            if not serial:
+                raise RuntimeError(f"use_realsense:=true needs {cam}_serial")
+            params = realsense_parameters(serial, arg["color_profile"])
+            params["serial_no"] = ParameterValue(serial, value_type=str)
+            actions.append(Node(package="realsense2_camera", executable="realsense2_camera_node",
+                                namespace=ns, name="camera", parameters=[params], output="screen"))
+    topics_file = arg["topics_file"] or str(CONFIG / ("record_topics_sim.yaml" if sim else "record_topics.yaml"))
+    topics = record_topics(topics_file)
+    qos = arg["qos_overrides"]
+    cmd = bag_record_cmd(topics, qos or None, arg["bag_output"])
+    actions.append(LogInfo(msg=f"recording {len(topics)} topics: {' '.join(topics)}"))
+    actions.append(ExecuteProcess(cmd=cmd, output="screen"))
+    return actions
+
+
+def generate_launch_description() -> LaunchDescription:
+    return LaunchDescription(
+        [DeclareLaunchArgument(name, default_value=default, description=desc) for name, default, desc in ARGUMENTS]
+        + [OpaqueFunction(function=_setup)]
+    )

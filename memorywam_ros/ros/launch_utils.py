@@ -1,0 +1,84 @@
+"""Plain-Python pieces of the launch files (no `launch` import, so they are unit-tested anywhere).
+
+`record_topics` reads the converter's topic file (config/record_topics*.yaml, written for
+`memorywam-convert`): every value of a `topic:` key at any depth, plus the top-level
+`*_topic` keys (`instruction_topic`, `split_topic`) that are set. Recording exactly what the
+converter reads keeps the two in step without a second list.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["CAMERA_NAMESPACES", "bag_record_cmd", "package_share", "realsense_parameters", "record_topics"]
+
+# realsense2_camera nodes: namespace per camera, node name `camera` → /<ns>/camera/color/image_raw
+CAMERA_NAMESPACES = {"head": "cam_high", "left_wrist": "cam_left_wrist", "right_wrist": "cam_right_wrist"}
+
+
+def package_share() -> Path:
+    """share/memorywam_ros when installed with colcon, else the source tree (pip -e / checkout)."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        return Path(get_package_share_directory("memorywam_ros"))
+    except Exception:
+        return Path(__file__).resolve().parents[2]
+
+
+def _collect(node: Any, out: list[str]) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "topic" and isinstance(value, str):
+                out.append(value)
+            else:
+                _collect(value, out)
+    elif isinstance(node, list):
+        for item in node:
+            _collect(item, out)
+
+
+def record_topics(path: str | Path, extra: list[str] | None = None) -> list[str]:
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    topics: list[str] = []
+    _collect(data, topics)
+    for key, value in data.items():
+        if key.endswith("_topic") and isinstance(value, str) and value:
+            topics.append(value)
+    topics.extend(extra or [])
+    seen: dict[str, None] = {}
+    for t in topics:
+        seen.setdefault(t, None)
+    if not seen:
+        raise ValueError(f"{path}: no `topic:` entries to record")
+    return list(seen)
+
+
+def bag_record_cmd(topics: list[str], qos_overrides: str | Path | None, output: str = "") -> list[str]:
+    """`ros2 bag record` as used for demonstrations: MCAP with zstd chunk compression.
+
+    The chunk-compressed preset keeps the bag indexable (unlike --compression-mode file).
+    """
+    cmd = ["ros2", "bag", "record", "-s", "mcap", "--storage-preset-profile", "zstd_fast"]
+    if qos_overrides:
+        cmd += ["--qos-profile-overrides-path", str(qos_overrides)]
+    if output:
+        cmd += ["-o", output]
+    return [*cmd, *topics]
+
+
+def realsense_parameters(serial: str, profile: str = "640x480x30") -> dict[str, Any]:
+    """Colour only (depth off saves USB bandwidth with three cameras on one host)."""
+    return {
+        "serial_no": serial,
+        "enable_color": True,
+        "enable_depth": False,
+        "enable_infra1": False,
+        "enable_infra2": False,
+        "rgb_camera.color_profile": profile,
+        "initial_reset": True,
+    }
