@@ -54,7 +54,7 @@ setup(
             "memorywam_policy = memorywam_ros.ros.policy_node:main",
             "memorywam_sim = memorywam_ros.ros.sim_node:main",
             # tools
-            "memorywam-demo = memorywam_ros.demo:main",
+            "memorywam-demo = memorywam_ros.ros.demo:main",
             "memorywam-params = memorywam_ros.model.param_count:main",
             "memorywam-checkpoint = memorywam_ros.runtime.checkpoint:main",
             "memorywam-encode-instructions = memorywam_ros.runtime.instructions:main",

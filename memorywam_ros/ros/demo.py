@@ -1,0 +1,183 @@
+"""`memorywam-demo`: the policy node drives the simulated dual arm over real ROS 2 topics.
+
+    .venv/bin/memorywam-demo                      # 3 episodes with the shipped sim checkpoint
+    .venv/bin/memorywam-demo --episodes 20 --results bench/results/closed_loop.json
+
+Starts `memorywam_sim` (MuJoCo ALOHA, three cameras, /joint_states) and `memorywam_policy` (the
+robot node, with config/robots/aloha_sim.yaml) as separate processes, exactly as on a robot, and
+supervises them from a third ROS 2 participant: per episode it resets the simulator and the
+policy's memory, enables the policy, and waits for task success or a timeout. It prints each
+chunk's latency (observation stamp to chunk publication) and inter-chunk gap, task success per
+episode, and checks every streamed command against the robot file's limits.
+
+DDS stays on this machine (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST) and gets a domain id of its own
+unless you set either variable yourself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_MODEL = REPO / "checkpoints" / "sim_transfer_cube"
+POLICY = "/memorywam_policy"
+SIM = "/memorywam_sim"
+
+
+@dataclass
+class Episode:
+    seed: int
+    success: bool = False
+    duration_s: float = 0.0
+    chunks: list[dict] = field(default_factory=list)  # {"latency_s", "gap_s"}
+    commands: int = 0
+    violations: list[str] = field(default_factory=list)
+
+
+def _ros_environment() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    env.setdefault("ROS_DOMAIN_ID", str(random.randint(101, 199)))
+    env.setdefault("MUJOCO_GL", "egl")
+    return env
+
+
+def _start(module: str, ros_args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", module, "--ros-args", *ros_args]
+    return subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def _stop(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)  # the policy node publishes its hold command on SIGINT
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run(args: argparse.Namespace) -> dict:
+    env = _ros_environment()
+    os.environ.update({k: env[k] for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID", "MUJOCO_GL")})
+    import rclpy  # after the environment: DDS reads it at init
+
+    from memorywam_ros.ros.params import resolve_robot_config
+    from memorywam_ros.runtime.robot_config import RobotConfig
+
+    model = Path(args.model)
+    if not (model / "memorywam.json").is_file():
+        raise SystemExit(f"{model} is not a checkpoint directory. Train the simulator checkpoint with "
+                         "scripts/train_sim.sh, or pass --model DIR.")
+    robot = RobotConfig.from_yaml(resolve_robot_config("aloha_sim.yaml"))
+    logs = Path(args.log_dir)
+    logs.mkdir(parents=True, exist_ok=True)
+    print(f"[demo] ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']} discovery={env['ROS_AUTOMATIC_DISCOVERY_RANGE']}; "
+          f"node logs in {logs}/", flush=True)
+    sim = _start("memorywam_ros.ros.sim_node", ["-p", f"seed:={args.seed}"], env, logs / "sim.log")
+    policy = _start("memorywam_ros.ros.policy_node", [
+        "--params-file", str(REPO / "config" / "memorywam.yaml"),
+        "-p", f"model_path:={model}", "-p", "robot_config:=aloha_sim.yaml", "-p", f"device:={args.device}",
+        "-p", f"instruction:={args.instruction}", "-p", f"num_steps:={args.num_steps}",
+        "-p", f"torch_threads:={args.torch_threads}",
+    ], env, logs / "policy.log")
+    rclpy.init()
+    supervisor = None
+    try:
+        from memorywam_ros.ros.demo_supervisor import DemoSupervisor
+
+        supervisor = DemoSupervisor(robot)
+        executor = rclpy.executors.MultiThreadedExecutor(num_threads=2)
+        executor.add_node(supervisor)
+        threading.Thread(target=executor.spin, daemon=True).start()
+        supervisor.wait_ready(args.startup_timeout, (sim, policy))
+        episodes = []
+        for i in range(args.episodes):
+            episode = supervisor.run_episode(args.seed + i, args.episode_timeout)
+            episodes.append(episode)
+            lat = [c["latency_s"] * 1e3 for c in episode.chunks]
+            print(f"[demo] episode {i + 1}/{args.episodes} seed {episode.seed}: "
+                  f"{'SUCCESS' if episode.success else 'no success'} after {episode.duration_s:.1f} s, "
+                  f"{len(episode.chunks)} chunks (latency p50 {np.median(lat) if lat else float('nan'):.0f} ms), "
+                  f"{episode.commands} commands, {len(episode.violations)} limit violations", flush=True)
+    finally:
+        if supervisor is not None:
+            supervisor.enable(False)
+        _stop(policy)
+        _stop(sim)
+        rclpy.try_shutdown()
+    return summarize(episodes, args)
+
+
+def summarize(episodes: list[Episode], args: argparse.Namespace) -> dict:
+    chunks = [c for e in episodes for c in e.chunks]
+    lat = np.array([c["latency_s"] for c in chunks]) * 1e3
+    gap = np.array([c["gap_s"] for c in chunks if c["gap_s"] is not None]) * 1e3
+
+    def stats(x: np.ndarray) -> dict:
+        if not len(x):
+            return {"n": 0}
+        return {"n": len(x), "p50_ms": float(np.percentile(x, 50)), "p99_ms": float(np.percentile(x, 99)),
+                "max_ms": float(x.max())}
+
+    result = {
+        "model": str(args.model),
+        "episodes": len(episodes),
+        "successes": sum(e.success for e in episodes),
+        "success_rate": sum(e.success for e in episodes) / max(1, len(episodes)),
+        "chunk_latency": stats(lat),
+        "inter_chunk_gap": stats(gap),
+        "commands": sum(e.commands for e in episodes),
+        "violations": [v for e in episodes for v in e.violations],
+        "per_episode": [{"seed": e.seed, "success": e.success, "duration_s": e.duration_s, "chunks": len(e.chunks)}
+                        for e in episodes],
+        "device": args.device,
+        "num_steps": args.num_steps,
+    }
+    print(f"[demo] {result['successes']}/{result['episodes']} episodes successful; chunk latency "
+          f"p50 {result['chunk_latency'].get('p50_ms', float('nan')):.0f} ms "
+          f"p99 {result['chunk_latency'].get('p99_ms', float('nan')):.0f} ms; inter-chunk gap "
+          f"p50 {result['inter_chunk_gap'].get('p50_ms', float('nan')):.0f} ms "
+          f"p99 {result['inter_chunk_gap'].get('p99_ms', float('nan')):.0f} ms; "
+          f"{result['commands']} commands, {len(result['violations'])} limit violations", flush=True)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="memorywam-demo", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default=str(DEFAULT_MODEL), help="checkpoint directory")
+    parser.add_argument("--episodes", type=int, default=3)
+    parser.add_argument("--episode-timeout", type=float, default=25.0, help="seconds per episode without success")
+    parser.add_argument("--seed", type=int, default=100000, help="first simulator seed (demos used 1000..)")
+    parser.add_argument("--instruction", default="transfer the cube")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--num-steps", type=int, default=10, help="denoising steps per chunk")
+    parser.add_argument("--torch-threads", type=int, default=1, help="policy torch threads (leave cores to the sim)")
+    parser.add_argument("--startup-timeout", type=float, default=180.0)
+    parser.add_argument("--log-dir", default="runs/demo_logs")
+    parser.add_argument("--results", default=None, help="write the summary JSON here")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    result = run(args)
+    result["wall_s"] = time.monotonic() - started
+    if args.results:
+        Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.results).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"[demo] wrote {args.results}")
+    return 1 if result["violations"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
