@@ -43,6 +43,7 @@ class Episode:
     duration_s: float = 0.0
     chunks: list[dict] = field(default_factory=list)  # {"latency_s", "gap_s"}
     commands: int = 0
+    max_joint_motion: float = 0.0  # largest measured joint change from the episode's start (rad)
     violations: list[str] = field(default_factory=list)
 
 
@@ -141,7 +142,8 @@ def summarize(episodes: list[Episode], args: argparse.Namespace) -> dict:
         "inter_chunk_gap": stats(gap),
         "commands": sum(e.commands for e in episodes),
         "violations": [v for e in episodes for v in e.violations],
-        "per_episode": [{"seed": e.seed, "success": e.success, "duration_s": e.duration_s, "chunks": len(e.chunks)}
+        "per_episode": [{"seed": e.seed, "success": e.success, "duration_s": e.duration_s, "chunks": len(e.chunks),
+                         "max_joint_motion": e.max_joint_motion}
                         for e in episodes],
         "device": args.device,
         "num_steps": args.num_steps,

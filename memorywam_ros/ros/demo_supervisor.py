@@ -50,6 +50,7 @@ class DemoSupervisor(Node):
         self.episode: Episode | None = None
         self._last_chunk_time: float | None = None
         self._last_command: tuple[float, np.ndarray] | None = None
+        self._start_joints: np.ndarray | None = None
         self.enabled = False
 
     # --- callbacks (small: record, check) -------------------------------------------------------
@@ -58,6 +59,15 @@ class DemoSupervisor(Node):
 
     def _on_joints(self, msg: JointState) -> None:
         self.joint_time = time.monotonic()
+        q = np.asarray(msg.position, dtype=np.float64)
+        with self.lock:
+            if self.episode is None or q.shape != (len(self.robot.joint_names),):
+                return
+            if self._start_joints is None:
+                self._start_joints = q
+            # evidence that commands reach the simulator: how far the measured arm moved
+            self.episode.max_joint_motion = max(self.episode.max_joint_motion,
+                                                float(np.abs(q - self._start_joints).max()))
 
     def _on_chunk(self, msg: JointTrajectory) -> None:
         now = self.get_clock().now().nanoseconds * 1e-9
@@ -139,6 +149,7 @@ class DemoSupervisor(Node):
             self.episode = Episode(seed)
             self._last_chunk_time = None
             self._last_command = None
+            self._start_joints = None
             self.success = False
         ok, message = self.enable(True)
         if not ok:
