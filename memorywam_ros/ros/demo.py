@@ -94,15 +94,15 @@ def run(args: argparse.Namespace) -> dict:
         "-p", f"instruction:={args.instruction}", "-p", f"num_steps:={args.num_steps}",
         "-p", f"torch_threads:={args.torch_threads}",
     ], env, logs / "policy.log")
-    rclpy.init()
-    supervisor = None
-    try:
-        from memorywam_ros.ros.demo_supervisor import DemoSupervisor
+    from memorywam_ros.ros.demo_supervisor import DemoSupervisor
 
-        supervisor = DemoSupervisor(robot)
-        executor = rclpy.executors.MultiThreadedExecutor(num_threads=2)
-        executor.add_node(supervisor)
-        threading.Thread(target=executor.spin, daemon=True).start()
+    rclpy.init()
+    supervisor = DemoSupervisor(robot)
+    executor = rclpy.executors.MultiThreadedExecutor(num_threads=2)
+    executor.add_node(supervisor)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
         supervisor.wait_ready(args.startup_timeout, (sim, policy))
         episodes = []
         for i in range(args.episodes):
@@ -114,10 +114,12 @@ def run(args: argparse.Namespace) -> dict:
                   f"{len(episode.chunks)} chunks (latency p50 {np.median(lat) if lat else float('nan'):.0f} ms), "
                   f"{episode.commands} commands, {len(episode.violations)} limit violations", flush=True)
     finally:
-        if supervisor is not None:
-            supervisor.enable(False)
+        supervisor.enable(False)
         _stop(policy)
         _stop(sim)
+        executor.shutdown()
+        spinner.join(timeout=5.0)
+        supervisor.destroy_node()
         rclpy.try_shutdown()
     return summarize(episodes, args)
 
