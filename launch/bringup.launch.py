@@ -20,7 +20,7 @@ from memorywam_ros.ros.launch_utils import (
     CAMERA_NAMESPACES,
     bag_record_cmd,
     package_share,
-    realsense_parameters,
+    realsense_camera_nodes,
     record_topics,
 )
 
@@ -70,15 +70,8 @@ def _setup(context, *args, **kwargs):
         actions.append(Node(package="memorywam_ros", executable="memorywam_sim", name="memorywam_sim",
                             output="screen"))
     elif _true(arg["use_realsense"]):
-        for cam, ns in CAMERA_NAMESPACES.items():
-            serial = arg[f"{cam}_serial"]
-            if not serial:
-                raise RuntimeError(f"use_realsense:=true needs {cam}_serial")
-            params = realsense_parameters(serial, arg["color_profile"])
-            # a serial of digits would otherwise be parsed into an int by the launch YAML rules
-            params["serial_no"] = ParameterValue(serial, value_type=str)
-            actions.append(Node(package="realsense2_camera", executable="realsense2_camera_node",
-                                namespace=ns, name="camera", parameters=[params], output="screen"))
+        serials = {cam: arg[f"{cam}_serial"] for cam in CAMERA_NAMESPACES}
+        actions.extend(realsense_camera_nodes(serials, arg["color_profile"]))
     actions.append(Node(
         package="memorywam_ros", executable="memorywam_policy", name="memorywam_policy", output="screen",
         parameters=[arg["params_file"], overrides],

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 from launch.actions import DeclareLaunchArgument, ExecuteProcess, LogInfo, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
-from launch_ros.parameter_descriptions import ParameterValue
 
 from launch import LaunchDescription
 from memorywam_ros.ros.launch_utils import (
     CAMERA_NAMESPACES,
     bag_record_cmd,
     package_share,
-    realsense_parameters,
+    realsense_camera_nodes,
     record_topics,
 )
 
@@ -43,14 +41,8 @@ def _setup(context, *args, **kwargs):
     sim = arg["sim"].strip().lower() in ("1", "true", "yes", "on")
     actions = []
     if arg["use_realsense"].strip().lower() in ("1", "true", "yes", "on"):
-        for cam, ns in CAMERA_NAMESPACES.items():
-            serial = arg[f"{cam}_serial"]
-            if not serial:
-                raise RuntimeError(f"use_realsense:=true needs {cam}_serial")
-            params = realsense_parameters(serial, arg["color_profile"])
-            params["serial_no"] = ParameterValue(serial, value_type=str)
-            actions.append(Node(package="realsense2_camera", executable="realsense2_camera_node",
-                                namespace=ns, name="camera", parameters=[params], output="screen"))
+        serials = {cam: arg[f"{cam}_serial"] for cam in CAMERA_NAMESPACES}
+        actions.extend(realsense_camera_nodes(serials, arg["color_profile"]))
     topics_file = arg["topics_file"] or str(CONFIG / ("record_topics_sim.yaml" if sim else "record_topics.yaml"))
     topics = record_topics(topics_file)
     qos = arg["qos_overrides"]

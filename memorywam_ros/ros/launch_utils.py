@@ -13,7 +13,14 @@ from typing import Any
 
 import yaml
 
-__all__ = ["CAMERA_NAMESPACES", "bag_record_cmd", "package_share", "realsense_parameters", "record_topics"]
+__all__ = [
+    "CAMERA_NAMESPACES",
+    "bag_record_cmd",
+    "package_share",
+    "realsense_camera_nodes",
+    "realsense_parameters",
+    "record_topics",
+]
 
 # realsense2_camera nodes: namespace per camera, node name `camera` → /<ns>/camera/color/image_raw
 CAMERA_NAMESPACES = {"head": "cam_high", "left_wrist": "cam_left_wrist", "right_wrist": "cam_right_wrist"}
@@ -82,3 +89,21 @@ def realsense_parameters(serial: str, profile: str = "640x480x30") -> dict[str, 
         "rgb_camera.color_profile": profile,
         "initial_reset": True,
     }
+
+
+def realsense_camera_nodes(serials: dict[str, str], profile: str) -> list[Any]:
+    """One realsense2_camera node per camera, in the namespaces of CAMERA_NAMESPACES (needs launch_ros)."""
+    from launch_ros.actions import Node
+    from launch_ros.parameter_descriptions import ParameterValue
+
+    nodes = []
+    for cam, ns in CAMERA_NAMESPACES.items():
+        serial = serials.get(cam, "")
+        if not serial:
+            raise RuntimeError(f"use_realsense:=true needs {cam}_serial")
+        params = realsense_parameters(serial, profile)
+        # a serial of digits would otherwise be parsed into an int by the launch YAML rules
+        params["serial_no"] = ParameterValue(serial, value_type=str)
+        nodes.append(Node(package="realsense2_camera", executable="realsense2_camera_node", namespace=ns,
+                          name="camera", parameters=[params], output="screen"))
+    return nodes

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from rcl_interfaces.msg import ParameterDescriptor
     from rclpy.node import Node
 
-__all__ = ["CAMERA_NAMES", "PARAMETERS", "NodeParams", "declare_parameters", "resolve_robot_config"]
+__all__ = ["CAMERA_NAMES", "PARAMETERS", "NodeParams", "declare_parameters", "declare_table", "resolve_robot_config"]
 
 CAMERA_NAMES = ("head", "left_wrist", "right_wrist")  # the mosaic's cameras (CONTRACTS.md)
 
@@ -83,11 +83,16 @@ def _descriptor(name: str, description: str, read_only: bool, rng: Any, default:
     return d
 
 
+def declare_table(node: Node, table: dict[str, tuple[Any, str, bool, Any]]) -> dict[str, Any]:
+    """Declare every (default, description, read_only, range) entry of `table` -> {name: value}."""
+    return {
+        name: node.declare_parameter(name, default, _descriptor(name, description, read_only, rng, default)).value
+        for name, (default, description, read_only, rng) in table.items()
+    }
+
+
 def declare_parameters(node: Node) -> NodeParams:
-    values = {}
-    for name, (default, description, read_only, rng) in PARAMETERS.items():
-        p = node.declare_parameter(name, default, _descriptor(name, description, read_only, rng, default))
-        values[name] = p.value
+    values = declare_table(node, PARAMETERS)
     for cam in CAMERA_NAMES:
         t = values[f"cameras.{cam}.transport"]
         if t not in ("raw", "compressed"):

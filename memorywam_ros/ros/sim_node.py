@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 import rclpy
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
@@ -42,6 +41,7 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool
 from std_srvs.srv import Trigger
 
+from memorywam_ros.ros.params import declare_table
 from memorywam_ros.sim import topics
 from memorywam_ros.sim.aloha import TASKS, AlohaSim
 
@@ -64,25 +64,12 @@ PARAMETERS: dict[str, tuple[Any, str, bool, tuple[float, float] | None]] = {
 }
 
 
-def _descriptor(
-    name: str, desc: str, read_only: bool, rng: tuple[float, float] | None, default: Any
-) -> ParameterDescriptor:
-    d = ParameterDescriptor(name=name, description=desc, read_only=read_only)
-    if rng is not None and isinstance(default, int):
-        d.integer_range = [IntegerRange(from_value=int(rng[0]), to_value=int(rng[1]), step=1)]
-    elif rng is not None and isinstance(default, float):
-        d.floating_point_range = [FloatingPointRange(from_value=float(rng[0]), to_value=float(rng[1]), step=0.0)]
-    return d
-
-
 class SimNode(Node):
     """The simulated robot. All callbacks in one mutually exclusive group (see module doc)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("memorywam_sim", **kwargs)
-        for name, (default, desc, ro, rng) in PARAMETERS.items():
-            self.declare_parameter(name, default, _descriptor(name, desc, ro, rng, default))
-        p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        p = declare_table(self, PARAMETERS)
         self._p = p
         if p["task"] not in TASKS:
             raise ValueError(f"task {p['task']!r} unknown; known: {sorted(TASKS)}")
