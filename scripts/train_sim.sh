@@ -2,13 +2,13 @@
 # Train the checkpoint the README's main job drives the simulated arm with, through our own
 # pipeline: scripted TransferCube demos (real rosbag2 mcap) -> memorywam-convert -> memorywam-precompute
 # -> memorywam-train (torchrun, 2 CPU processes) -> --export checkpoints/sim_transfer_cube.
-# About 25-30 minutes on 2 CPU cores (EPISODES=50, STEPS=3000). Run ./scripts/setup.sh first.
+# About 45 minutes on 2 CPU cores (EPISODES=50, STEPS=1500; measured on a busy machine). Run ./scripts/setup.sh first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK="${WORK:-runs/sim_pipeline}"
 OUT="${OUT:-checkpoints/sim_transfer_cube}"
 EPISODES="${EPISODES:-50}"
-STEPS="${STEPS:-3000}"
+STEPS="${STEPS:-1500}"
 BIN=.venv/bin
 export MUJOCO_GL="${MUJOCO_GL:-egl}" GLOO_SOCKET_IFNAME=lo OMP_NUM_THREADS=1
 
