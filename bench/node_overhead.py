@@ -134,7 +134,7 @@ def _robot_config(path: Path) -> Path:
 
 def part2_stream(rclpy, ckpt: Path, tmp: Path, rate_hz: float, seconds: float) -> dict:
     from rclpy.context import Context
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
     from sensor_msgs.msg import JointState
 
@@ -162,7 +162,7 @@ def part2_stream(rclpy, ckpt: Path, tmp: Path, rate_hz: float, seconds: float) -
         tick_cb()
 
     node._control_timer.callback = timed_tick
-    ex = MultiThreadedExecutor(num_threads=4, context=ctx)
+    ex = SingleThreadedExecutor(context=ctx)
     ex.add_node(node)
     ex.add_node(rec)
     spin = threading.Thread(target=ex.spin, daemon=True)

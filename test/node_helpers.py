@@ -23,7 +23,7 @@ import rclpy
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.context import Context
-from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
@@ -137,7 +137,7 @@ class Recorder(Node):
 
 
 class Graph:
-    """The node under test (MultiThreadedExecutor, as in `main`) and the fake robot, each spun in a thread."""
+    """The node under test (SingleThreadedExecutor, as in `main`) and the fake robot, each spun in a thread."""
 
     def __init__(self, policy: Any, robot_config: Path, driver_args: tuple[str, ...] = (), **params: Any) -> None:
         from memorywam_ros.ros.policy_node import PolicyNode
@@ -161,7 +161,7 @@ class Graph:
             policy=policy, context=self.context,
             parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()],
         )
-        self._execs = [MultiThreadedExecutor(num_threads=4, context=self.context),
+        self._execs = [SingleThreadedExecutor(context=self.context),
                        SingleThreadedExecutor(context=self.context)]
         self._execs[0].add_node(self.node)
         self._execs[1].add_node(self.robot)

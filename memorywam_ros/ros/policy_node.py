@@ -1,9 +1,12 @@
 """`memorywam_policy`: cameras + joint state in, safe 16-step chunks out at 10 Hz.
 
-Threads and locks (why): the control timer streams commands in its own mutually exclusive callback
-group on a MultiThreadedExecutor; camera/joint callbacks run in a reentrant group; services,
-parameters and diagnostics in a third. The model runs on one plain background thread
-(runtime/inference_worker.py), so a slow chunk never delays a command. Lock order, never reversed:
+Threads and locks (why): the command stream runs on its own thread at absolute deadlines
+(runtime/periodic.py), the model on one plain background thread (runtime/inference_worker.py), so a
+slow chunk never delays a command. Everything else (camera/joint callbacks, services, parameters,
+diagnostics) is short and runs on a SingleThreadedExecutor: rclpy's MultiThreadedExecutor busy-spins
+holding the GIL while a mutually exclusive group is busy (measured: the 10 Hz stream stalled for up
+to 0.8 s in-process), and nothing here needs parallel callbacks. `~/reset` waits for a running model
+call (up to one inference) while the stream keeps holding on its own thread. Lock order, never reversed:
 `_policy_lock` (model calls, reset) → `_lock` (node state, publishing commands) → `_result_lock`.
 
 Test seam: `PolicyNode(policy=...)` takes an already loaded Policy (tests share one and may wrap
@@ -12,6 +15,7 @@ its `act`, e.g. to return NaN); `node.policy` is that object.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import gc
 import math
@@ -26,7 +30,7 @@ import rclpy
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.duration import Duration
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 from std_srvs.srv import SetBool, Trigger
@@ -38,6 +42,7 @@ from memorywam_ros.ros.params import CAMERA_NAMES, declare_parameters, resolve_r
 from memorywam_ros.runtime.chunk_executor import ChunkExecutor
 from memorywam_ros.runtime.inference_worker import InferenceWorker, Job, JobResult
 from memorywam_ros.runtime.node_stats import RateMeter, RollingStats
+from memorywam_ros.runtime.periodic import PeriodicThread
 from memorywam_ros.runtime.robot_config import RobotConfig
 from memorywam_ros.runtime.safety import JointLimits, SafetyFilter, stale_inputs
 
@@ -104,6 +109,7 @@ class PolicyNode(Node):
 
         self._policy_lock = threading.Lock()
         self._lock = threading.RLock()
+        self._log_queue: collections.deque[str] = collections.deque(maxlen=100)
         self._result_lock = threading.Lock()
         self._generation = 0
         self._enabled = False
@@ -170,8 +176,10 @@ class PolicyNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self._worker = InferenceWorker(self._infer, self._on_result)
-        self._control_timer = self.create_timer(self.command_dt, self._on_control_tick, self._cb_control)
-        self._control_timer.cancel()  # started by ~/enable: nothing is commanded before that
+        # the command stream runs on its own thread at absolute deadlines (runtime/periodic.py says why);
+        # it is started by ~/enable: nothing is commanded before that
+        self._control_loop = PeriodicThread(self.command_dt, self._on_control_tick, self._on_tick_error,
+                                            name="memorywam_control")
         self.create_timer(p["diagnostics_period_s"], self._on_diagnostics, self._cb_misc)
         # torch, diffusers, the model and the message modules leave ~4e5 long-lived Python objects;
         # a full (gen 2) garbage collection walks all of them holding the GIL: measured 0.1-0.4 s on
@@ -211,8 +219,14 @@ class PolicyNode(Node):
 
     def _set_state(self, state: str, reason: str) -> None:
         if (state, reason) != (self.state, self.reason) and state in ("holding", "error"):
-            self.get_logger().warning(f"{state}: {reason}", throttle_duration_sec=2.0)
+            # logged from the diagnostics timer, not here: an rclpy log call (rosout publisher, log
+            # file) measured 0.4-2 s on the 2-core test machine, far longer than a command period
+            self._log_queue.append(f"{state}: {reason}")
         self.state, self.reason = state, reason
+
+    def _flush_log(self) -> None:
+        while self._log_queue:
+            self.get_logger().warning(self._log_queue.popleft(), throttle_duration_sec=2.0)
 
     def input_ages(self, now: float) -> dict[str, float | None]:
         ages = {name: cam.age(now) for name, cam in self.cameras.items()}
@@ -269,6 +283,14 @@ class PolicyNode(Node):
                 self._samples = []
                 self._worker.submit(Job(self._generation, req))
             self._publish_command(tick.target if tick.target is not None else self._hold_target())
+
+    def _on_tick_error(self, err: BaseException) -> None:
+        """An exception in the command loop: hold and report (the loop keeps running)."""
+        with self._lock:
+            self._set_state("error", f"control tick failed: {type(err).__name__}: {err}")
+            hold = self._hold_target()
+            if self._enabled and hold is not None:
+                self._publish_command(hold)
 
     def _abort_cycle(self) -> None:
         """Drop the running chunk, the partial observation and any inference in flight."""
@@ -354,7 +376,7 @@ class PolicyNode(Node):
             self._enabled, self._stalled = True, False
             self.executor_grid.resume(measured)
             self._set_state("running", "enabled")
-            self._control_timer.reset()
+            self._control_loop.start()
         self.get_logger().info("enabled")
         return True, "enabled"
 
@@ -364,7 +386,7 @@ class PolicyNode(Node):
                 return True, "already disabled"
             self._enabled = False
             # rosetta's ordering: stop the stream FIRST, then the hold is the last command sent
-            self._control_timer.cancel()
+            self._control_loop.pause()
             self._abort_cycle()
             hold = self._hold_target()
             if hold is not None:
@@ -414,6 +436,7 @@ class PolicyNode(Node):
         return SetParametersResult(successful=True)
 
     def _on_diagnostics(self) -> None:
+        self._flush_log()
         if self._autostart_pending and self.enable()[0]:
             self._autostart_pending = False
         publish_diagnostics(self)
@@ -425,6 +448,7 @@ class PolicyNode(Node):
             # best effort: the hold was published; an old rmw may not support acks
             with contextlib.suppress(Exception):
                 pub.wait_for_all_acked(Duration(seconds=0.5))
+        self._control_loop.close()
         self._worker.stop(timeout=30.0)  # let a running model call finish
         if self.realsense is not None:
             self.realsense.stop()
@@ -442,7 +466,7 @@ def main(args: list[str] | None = None) -> None:
     node = None
     try:
         node = PolicyNode()
-        executor = MultiThreadedExecutor(num_threads=4)
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
