@@ -155,6 +155,8 @@ def plot(result: dict, path: Path) -> None:
             ys = [r[key] / (1e6 if key == "cache_bytes" else 1) for r in rows]
             ax.plot(ns, ys, marker="o", label=policy)
         ax.set_xscale("log")
+        ax.set_xticks(ns, [str(n) for n in ns])
+        ax.minorticks_off()
         ax.set_xlabel("episode length N (latent frames)")
         ax.set_ylabel(label)
         ax.legend()
