@@ -155,13 +155,13 @@ def part2_stream(rclpy, ckpt: Path, tmp: Path, rate_hz: float, seconds: float) -
     ticks: list[float] = []
     rec = rclpy.create_node("bench_recorder", context=ctx)
     rec.create_subscription(JointState, "/memorywam_policy/joint_command", lambda m: recv.append(time.monotonic()), 100)
-    tick_cb = node._control_timer.callback
+    tick_cb = node._control_loop._fn
 
     def timed_tick() -> None:  # node-side tick times, independent of delivery
         ticks.append(time.monotonic())
         tick_cb()
 
-    node._control_timer.callback = timed_tick
+    node._control_loop._fn = timed_tick
     ex = SingleThreadedExecutor(context=ctx)
     ex.add_node(node)
     ex.add_node(rec)
