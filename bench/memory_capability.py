@@ -175,8 +175,9 @@ def cue_held_fraction(episodes: list[Episode], policy: str) -> float:
 
 
 # ------------------------------------------------------------------------------------ train / eval
-def train_model(policy: str, data: list[dict], steps: int, batch: int, seed: int) -> tuple[MemoryWAM, dict]:
-    cfg = TrainConfig(steps=steps, lr=1e-3, min_lr=1e-4, warmup_steps=100, seed=seed)
+def train_model(policy: str, data: list[dict], steps: int, batch: int, seed: int,
+                cond_noise: float = 1.0) -> tuple[MemoryWAM, dict]:
+    cfg = TrainConfig(steps=steps, lr=1e-3, min_lr=1e-4, warmup_steps=100, seed=seed, cond_noise_prob=cond_noise)
     torch.manual_seed(seed)
     model = MemoryWAM(bench_config(policy))
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "scale_shift_table" not in n]
@@ -295,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, help="override the preset's evaluation episodes per cell")
     p.add_argument("--demo-noise", type=float, help="override the probability of a random executed action in demos")
     p.add_argument("--seed", type=int, default=0, help="training seed (same for every policy)")
+    p.add_argument("--cond-noise", type=float, default=1.0,
+                   help="probability of noise-augmenting each conditioning latent (paper: 1.0); an ablation knob")
     p.add_argument("--threads", type=int, default=2,
                    help="torch threads; on a box shared with other jobs 1 is several times faster than 2")
     p.add_argument("--out", default=None, help="output stem (default bench/results/memory_capability_<preset>)")
@@ -311,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     vae, vae_info = calibrated_vae([ep for eps in demos.values() for ep in eps[:20]])
     text = random_instruction_embeddings([INSTRUCTION], 32, 8)[0]
     result = {"preset": preset, "command": "python bench/memory_capability.py " + " ".join(sys.argv[1:] or []),
-              "knobs": knobs, "memory": MEMORY, "chunk_size": CHUNK, "mosaic": list(MOSAIC_SIZE),
+              "knobs": knobs, "cond_noise": args.cond_noise, "memory": MEMORY, "chunk_size": CHUNK,
+              "mosaic": list(MOSAIC_SIZE),
               "vae": vae_info, "episodes": knobs["episodes"], "machine": platform.processor() or platform.machine(),
               "threads": args.threads, "torch": torch.__version__, "training": {}, "results": {}}
     with tempfile.TemporaryDirectory() as tmp:
@@ -333,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
                                           "stream_vs_clip_max_abs": diff, "policies": {}}
             result["results"][env_id] = {}
             for policy in args.policies:
-                model, info = train_model(policy, data, knobs["steps"], knobs["batch"], args.seed)
+                model, info = train_model(policy, data, knobs["steps"], knobs["batch"], args.seed, args.cond_noise)
                 r = evaluate(model, vae, normalizer, store, env_id, seeds, cap)
                 r["cue_held_full"] = cue_held_fraction(oracle_eval, policy)
                 result["training"][env_id]["policies"][policy] = info
