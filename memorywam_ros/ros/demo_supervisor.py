@@ -151,7 +151,12 @@ class DemoSupervisor(Node):
             self._last_command = None
             self._start_joints = None
             self.success = False
+        # the node checks its own view of the joints (DDS may still be matching it to the simulator)
+        deadline = time.monotonic() + 10.0
         ok, message = self.enable(True)
+        while not ok and time.monotonic() < deadline:
+            time.sleep(0.2)
+            ok, message = self.enable(True)
         if not ok:
             raise RuntimeError(f"policy refused to enable: {message}")
         start = time.monotonic()
