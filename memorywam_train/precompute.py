@@ -71,6 +71,8 @@ from typing import Any
 
 import numpy as np
 
+from memorywam_ros.runtime.chunk_executor import observation_substeps
+
 CHUNK = 16  # default actions per chunk = rows between two latent frames (the model's chunk_size)
 FORMAT = "memorywam-latents"
 VERSION = 1
@@ -79,15 +81,6 @@ RANDOM_ENCODER_ID = "random"  # what init_random / write_checkpoint(random=True)
 
 
 # ---------------------------------------------------------------------------------- alignment
-def observation_substeps(chunk: int = CHUNK) -> tuple[int, ...]:
-    """Sub-steps after which a mosaic is taken: 4 per chunk (the VAE's temporal compression), evenly
-    spaced, the last at the chunk's end: (3, 7, 11, 15) for 16, (0, 1, 2, 3) for 4."""
-    if chunk % 4:
-        raise ValueError(f"chunk size {chunk} must be a multiple of 4 (4 mosaics per latent frame)")
-    stride = chunk // 4
-    return tuple(stride * (m + 1) - 1 for m in range(4))
-
-
 def num_latent_frames(num_rows: int, chunk: int = CHUNK) -> int:
     """Latent frames an episode of `num_rows` rows yields (each needs all its mosaics)."""
     return 0 if num_rows < 1 else 1 + (num_rows - 1) // chunk

@@ -196,6 +196,10 @@ def test_chunk_size_scales_the_observation_protocol() -> None:
     assert num_latent_frames(9, chunk=4) == 3
     with pytest.raises(ValueError, match="multiple of 4"):
         observation_substeps(6)
+    # the node's executor samples on the same sub-steps for any chunk size (one shared definition)
+    from memorywam_ros.runtime.chunk_executor import ChunkExecutor
+
+    assert sorted(ChunkExecutor(4)._sample_ticks.values()) == [0, 1, 2, 3]
 
 
 def test_model_overrides_merge_into_the_preset() -> None:

@@ -25,6 +25,7 @@ import torch
 from diffusers import AutoencoderKLWan
 
 from ..model import CheckpointError, MemoryWAM, MemoryWAMConfig
+from .chunk_executor import observation_substeps
 from .instructions import InstructionStore, random_instruction_embeddings
 from .normalization import Normalizer
 from .vae import wan22_vae_config
@@ -56,8 +57,7 @@ def _manifest(config: MemoryWAMConfig, image_size: tuple[int, int], random: bool
         "chunk_size": config.action.chunk_size,
         "action_dim": config.action.action_dim,
         "control_rate_hz": 10.0,
-        # 4 mosaics per latent frame, evenly spaced, the last at the chunk's end: 3, 7, 11, 15 for 16
-        "observation_substeps": [config.action.chunk_size // 4 * (m + 1) - 1 for m in range(4)],
+        "observation_substeps": list(observation_substeps(config.action.chunk_size)),
         "memory": dict(config.memory.__dict__),
         # embeddings of any other text encoder mean nothing to this model
         "instruction_encoder": encoder_id,

@@ -46,13 +46,25 @@ class Tick:
     gap: float | None = None  # seconds from the submit tick to this chunk's first command
 
 
+def observation_substeps(chunk_size: int = 16) -> tuple[int, ...]:
+    """Sub-steps after which a mosaic is taken: 4 per chunk (the VAE's temporal compression), evenly
+    spaced, the last at the chunk's end: (3, 7, 11, 15) for 16, (0, 1, 2, 3) for 4. The one
+    definition shared by the node, the checkpoint manifest and latent precompute."""
+    if chunk_size % 4 or chunk_size < 4:
+        raise ValueError(f"chunk size {chunk_size} must be a multiple of 4 (4 mosaics per latent frame)")
+    stride = chunk_size // 4
+    return tuple(stride * (m + 1) - 1 for m in range(4))
+
+
 class ChunkExecutor:
     def __init__(
         self,
         chunk_size: int = 16,
         substeps: int = 1,
-        observe_after: tuple[int, ...] = (3, 7, 11, 15),
+        observe_after: tuple[int, ...] | None = None,
     ) -> None:
+        if observe_after is None:
+            observe_after = observation_substeps(chunk_size)
         if substeps < 1:
             raise ValueError("substeps must be >= 1")
         if not observe_after or sorted(observe_after) != list(observe_after):
