@@ -84,16 +84,16 @@ PRESETS = {
 }
 
 
-def bench_config(policy: str) -> MemoryWAMConfig:
-    """~0.3 M parameters; 96x64 mosaic -> 48x6x4 latent -> 6 tokens per frame; chunk of 4 rows."""
+def bench_config(policy: str, mosaic: tuple[int, int] = MOSAIC_SIZE) -> MemoryWAMConfig:
+    """~0.45 M parameters; 96x64 mosaic -> 48x6x4 latent -> 6 tokens per frame; chunk of 4 rows."""
     return MemoryWAMConfig(
         video=VideoDiTConfig(
             num_attention_heads=2, attention_head_dim=32, text_dim=32, freq_dim=32, ffn_dim=256, num_layers=4
         ),
         action=ActionDiTConfig(hidden_dim=32, ffn_dim=128, chunk_size=CHUNK),
         memory=MemoryConfig(policy=policy, **MEMORY),
-        latent_height=MOSAIC_SIZE[0] // 16,
-        latent_width=MOSAIC_SIZE[1] // 16,
+        latent_height=mosaic[0] // 16,
+        latent_width=mosaic[1] // 16,
         text_len=8,
     )
 
@@ -175,11 +175,12 @@ def cue_held_fraction(episodes: list[Episode], policy: str) -> float:
 
 
 # ------------------------------------------------------------------------------------ train / eval
-def train_model(policy: str, data: list[dict], steps: int, batch: int, seed: int,
+def train_model(config: MemoryWAMConfig, data: list[dict], steps: int, batch: int, seed: int,
                 cond_noise: float = 1.0) -> tuple[MemoryWAM, dict]:
+    """Train MemoryWAM(config) from scratch on in-memory samples (LatentDataset layout), one process."""
     cfg = TrainConfig(steps=steps, lr=1e-3, min_lr=1e-4, warmup_steps=100, seed=seed, cond_noise_prob=cond_noise)
     torch.manual_seed(seed)
-    model = MemoryWAM(bench_config(policy))
+    model = MemoryWAM(config)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "scale_shift_table" not in n]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "scale_shift_table" in n]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -208,19 +209,20 @@ def train_model(policy: str, data: list[dict], steps: int, batch: int, seed: int
 
 
 def evaluate(model: MemoryWAM, vae: AutoencoderKLWan, normalizer: Normalizer, store: InstructionStore,
-             env_id: str, seeds: list[int], cap: int) -> dict:
-    policy = Policy(model, StreamingVAEEncoder(vae), normalizer, store, MOSAIC_SIZE, ENCODER_ID, num_steps=10, seed=0)
+             env_id: str, seeds: list[int], cap: int, mosaic: tuple[int, int] = MOSAIC_SIZE,
+             cue_hint: bool = False) -> dict:
+    policy = Policy(model, StreamingVAEEncoder(vae), normalizer, store, mosaic, ENCODER_ID, num_steps=10, seed=0)
     outcomes, lat, cache_end, steps = [], [], [], []
     for seed in seeds:
-        task = MemoryTask(env_id, max_steps=cap)
-        mosaic, first = task.reset(seed), True
+        task = MemoryTask(env_id, max_steps=cap, mosaic_size=mosaic, cue_hint=cue_hint)
+        view, first = task.reset(seed), True
         policy.reset(INSTRUCTION)
         while not task.done:
-            policy.observe(frame_mosaics(mosaic, first), task.proprio())
+            policy.observe(frame_mosaics(view, first), task.proprio())
             first = False
             chunk = policy.act()
             lat.append(sum(policy.last_latency.values()))
-            mosaic = task.step(chunk_to_action(chunk))
+            view = task.step(chunk_to_action(chunk))
         cache_end.append(policy.cache_bytes)
         steps.append(task.steps)
         outcomes.append("success" if task.success else ("timeout" if task.steps >= cap else "wrong"))
@@ -286,6 +288,23 @@ def write_report(result: dict, stem: Path) -> None:
     fig.savefig(stem.with_suffix(".png"), dpi=100)
 
 
+def merge_results(runs: list[dict]) -> dict:
+    """One result from runs of the same preset on different envs (e.g. one process per env)."""
+    merged = dict(runs[0], training={}, results={}, commands=[r["command"] for r in runs],
+                  wall_s=sum(r["wall_s"] for r in runs))
+    for run in runs:
+        for key in ("preset", "knobs", "memory", "mosaic", "cond_noise"):
+            if run.get(key) != runs[0].get(key):
+                raise ValueError(f"cannot merge runs with different {key}: {run.get(key)} != {runs[0].get(key)}")
+        for env_id in run["results"]:
+            if env_id in merged["results"]:
+                raise ValueError(f"{env_id} appears in more than one run")
+        merged["training"].update(run["training"])
+        merged["results"].update(run["results"])
+    merged["command"] = " ; ".join(merged["commands"])
+    return merged
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="smoke-size run (minutes); its numbers are not the result")
@@ -298,24 +317,40 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="training seed (same for every policy)")
     p.add_argument("--cond-noise", type=float, default=1.0,
                    help="probability of noise-augmenting each conditioning latent (paper: 1.0); an ablation knob")
+    p.add_argument("--mosaic", default="x".join(map(str, MOSAIC_SIZE)),
+                   help="mosaic HxW (multiples of 96x32); the head tile is 2H/3 x W")
+    p.add_argument("--cue-hint", action="store_true",
+                   help="control: the cue's colour fills the wrist tiles all episode (no memory needed)")
     p.add_argument("--threads", type=int, default=2,
                    help="torch threads; on a box shared with other jobs 1 is several times faster than 2")
     p.add_argument("--out", default=None, help="output stem (default bench/results/memory_capability_<preset>)")
+    p.add_argument("--merge", nargs="+", metavar="JSON",
+                   help="write one report (--out) from result JSONs of runs on different envs, run nothing")
     args = p.parse_args(argv)
+    if args.merge:
+        merged = merge_results([json.loads(Path(f).read_text()) for f in args.merge])
+        stem = Path(args.out) if args.out else RESULTS / f"memory_capability_{merged['preset']}"
+        write_report(merged, stem)
+        print(f"wrote {stem}.json/.md/.png from {len(args.merge)} runs")
+        return 0
     torch.set_num_threads(args.threads)
+    mosaic = tuple(int(v) for v in args.mosaic.lower().split("x"))
+    if len(mosaic) != 2 or mosaic[0] % 96 or mosaic[1] % 32:
+        p.error(f"--mosaic {args.mosaic}: expected HxW with H a multiple of 96 and W of 32 (2x2 latent patches)")
     preset = "quick" if args.quick else "full"
     knobs = dict(PRESETS[preset])
     for key in ("demos", "steps", "episodes", "demo_noise"):
         if getattr(args, key) is not None:
             knobs[key] = getattr(args, key)
     t_start = time.perf_counter()
-    demos = {env_id: [run_oracle_episode(env_id, s, noise=knobs["demo_noise"]) for s in range(knobs["demos"])]
+    demos = {env_id: [run_oracle_episode(env_id, s, noise=knobs["demo_noise"], mosaic_size=mosaic,
+                                         cue_hint=args.cue_hint) for s in range(knobs["demos"])]
              for env_id in args.envs}
     vae, vae_info = calibrated_vae([ep for eps in demos.values() for ep in eps[:20]])
     text = random_instruction_embeddings([INSTRUCTION], 32, 8)[0]
     result = {"preset": preset, "command": "python bench/memory_capability.py " + " ".join(sys.argv[1:] or []),
               "knobs": knobs, "cond_noise": args.cond_noise, "memory": MEMORY, "chunk_size": CHUNK,
-              "mosaic": list(MOSAIC_SIZE),
+              "mosaic": list(mosaic), "cue_hint": args.cue_hint,
               "vae": vae_info, "episodes": knobs["episodes"], "machine": platform.processor() or platform.machine(),
               "threads": args.threads, "torch": torch.__version__, "training": {}, "results": {}}
     with tempfile.TemporaryDirectory() as tmp:
@@ -337,8 +372,9 @@ def main(argv: list[str] | None = None) -> int:
                                           "stream_vs_clip_max_abs": diff, "policies": {}}
             result["results"][env_id] = {}
             for policy in args.policies:
-                model, info = train_model(policy, data, knobs["steps"], knobs["batch"], args.seed, args.cond_noise)
-                r = evaluate(model, vae, normalizer, store, env_id, seeds, cap)
+                model, info = train_model(bench_config(policy, mosaic), data, knobs["steps"], knobs["batch"],
+                                          args.seed, args.cond_noise)
+                r = evaluate(model, vae, normalizer, store, env_id, seeds, cap, mosaic, args.cue_hint)
                 r["cue_held_full"] = cue_held_fraction(oracle_eval, policy)
                 result["training"][env_id]["policies"][policy] = info
                 result["results"][env_id][policy] = r

@@ -13,6 +13,7 @@ from memorywam_ros.sim.minigrid_memory import (
     ENV_IDS,
     MOSAIC_SIZE,
     NAV_ACTIONS,
+    OBJECT_COLORS,
     MemoryTask,
     action_chunk,
     action_vector,
@@ -84,8 +85,28 @@ def test_cue_kind_changes_the_latent():
     assert task.cue_in_view()
     latents = []
     for kind in (Key, Ball):
-        env.grid.set(*task.cue_pos, kind("green"))
+        env.grid.set(*task.cue_pos, kind(OBJECT_COLORS[kind.__name__.lower()]))
         enc.reset()
         latents.append(enc.encode(frame_mosaics(task.mosaic(), True)))
     diff = (latents[0] - latents[1]).abs()
     assert diff.max() > 1e-3 * latents[0].abs().max()
+
+
+def test_objects_are_coloured_by_kind_and_the_cue_hint_fills_the_wrists():
+    from minigrid.core.constants import COLORS
+
+    task = MemoryTask(ENV_IDS[0])
+    task.reset(5)
+    grid = task.unwrapped.grid
+    objects = [cell for cell in grid.grid if cell is not None and cell.type in OBJECT_COLORS]
+    assert len(objects) == 3  # the cue and the two candidates
+    assert all(cell.color == OBJECT_COLORS[cell.type] for cell in objects)
+    plain = task.mosaic()
+    assert plain[: MOSAIC_SIZE[0] // 3].max() == 0
+    hinted = MemoryTask(ENV_IDS[0], cue_hint=True)
+    mosaic = hinted.reset(5)
+    wrists = mosaic[: MOSAIC_SIZE[0] // 3].reshape(-1, 3)
+    assert (wrists == COLORS[OBJECT_COLORS[hinted.cue_kind]]).all()
+    assert (mosaic[MOSAIC_SIZE[0] // 3 :] == plain[MOSAIC_SIZE[0] // 3 :]).all()  # the head view is unchanged
+    big = MemoryTask(ENV_IDS[0], mosaic_size=(192, 128)).reset(5)
+    assert big.shape == (192, 128, 3)

@@ -54,6 +54,7 @@ __all__ = [
     "CHUNK",
     "ENV_IDS",
     "MOSAIC_SIZE",
+    "OBJECT_COLORS",
     "NAV_ACTIONS",
     "PROPRIO_DIM",
     "Episode",
@@ -72,8 +73,11 @@ PROPRIO_DIM = 14
 LEFT, RIGHT, FORWARD = 0, 1, 2  # MiniGrid Actions.left/right/forward
 NAV_ACTIONS = (LEFT, RIGHT, FORWARD)
 CHUNK = 4  # control steps (action rows) per MiniGrid action = per latent frame
-TILE = 8  # pixels per grid cell in the 7x7 egocentric view -> 56x56
 MOSAIC_SIZE = (96, 64)  # (height, width): head 64x64, wrists 32x32
+# MiniGrid draws the cue and both candidates green, key and ball differing only in an 8x8 sprite's
+# shape, which a frozen random-weight VAE all but erases (measured: bench/results/memory_capability.md).
+# Colouring each object by its kind keeps the task (remember the cue's kind) and makes it legible.
+OBJECT_COLORS = {"key": "yellow", "ball": "blue"}
 _DIR_VEC = ((1, 0), (0, 1), (-1, 0), (0, -1))  # MiniGrid headings 0..3: east, south, west, north
 
 
@@ -109,13 +113,19 @@ def frame_mosaics(mosaic: np.ndarray, first: bool) -> np.ndarray:
 class MemoryTask:
     """A MiniGrid Memory env with the mosaic observation, the heading proprio and cue bookkeeping."""
 
-    def __init__(self, env_id: str, max_steps: int | None = None):
+    def __init__(self, env_id: str, max_steps: int | None = None,
+                 mosaic_size: tuple[int, int] = MOSAIC_SIZE, cue_hint: bool = False):
+        """mosaic_size: (H, W) of the mosaic, the head tile is (2H/3, W). cue_hint (a control, not
+        the task): paint both wrist tiles in the cue's colour for the whole episode, so the cue
+        never leaves the view and no memory is needed."""
         import gymnasium as gym
         import minigrid  # noqa: F401  (registers the MiniGrid-* ids)
 
         self.env_id = env_id
         self.env = gym.make(env_id, disable_env_checker=True)
         self.max_steps = max_steps
+        self.mosaic_size = mosaic_size
+        self.cue_hint = cue_hint
         self.steps = 0
         self.done = False
         self.success = False
@@ -145,6 +155,10 @@ class MemoryTask:
 
     def reset(self, seed: int) -> np.ndarray:
         self.env.reset(seed=seed)
+        grid = self.unwrapped.grid
+        for cell in grid.grid:
+            if cell is not None and cell.type in OBJECT_COLORS:
+                cell.color = OBJECT_COLORS[cell.type]
         self.steps, self.done, self.success = 0, False, False
         self.cue_seen = self.cue_in_view()
         return self.mosaic()
@@ -163,12 +177,19 @@ class MemoryTask:
         return self.mosaic()
 
     def view(self) -> np.ndarray:
-        """(56, 56, 3) uint8 egocentric view, agent at the bottom centre facing up."""
-        return self.unwrapped.get_frame(tile_size=TILE, agent_pov=True)
+        """(7 * tile, 7 * tile, 3) uint8 egocentric view, agent at the bottom centre facing up.
+        tile = head tile height // 7, so the mosaic resizes it by less than one tile."""
+        tile = max(8, (2 * self.mosaic_size[0] // 3) // 7)
+        return self.unwrapped.get_frame(tile_size=tile, agent_pov=True)
 
     def mosaic(self) -> np.ndarray:
-        black = np.zeros((MOSAIC_SIZE[0] // 3, MOSAIC_SIZE[1] // 2, 3), dtype=np.uint8)
-        return compose_mosaic(self.view(), black, black, *MOSAIC_SIZE)
+        from minigrid.core.constants import COLORS
+
+        height, width = self.mosaic_size
+        wrist = np.zeros((height // 3, width // 2, 3), dtype=np.uint8)
+        if self.cue_hint:
+            wrist[:] = COLORS[OBJECT_COLORS[self.cue_kind]]
+        return compose_mosaic(self.view(), wrist, wrist, height, width)
 
     def proprio(self) -> np.ndarray:
         state = np.zeros(PROPRIO_DIM, dtype=np.float32)
@@ -254,7 +275,8 @@ class Episode:
         return int(self.actions.shape[0])
 
 
-def run_oracle_episode(env_id: str, seed: int, keep_mosaics: bool = True, noise: float = 0.0) -> Episode:
+def run_oracle_episode(env_id: str, seed: int, keep_mosaics: bool = True, noise: float = 0.0,
+                       mosaic_size: tuple[int, int] = MOSAIC_SIZE, cue_hint: bool = False) -> Episode:
     """Roll the oracle out in `env_id` reset with `seed`.
 
     noise > 0 (DART-style demonstrations): with that probability per step the env executes a random
@@ -263,7 +285,7 @@ def run_oracle_episode(env_id: str, seed: int, keep_mosaics: bool = True, noise:
     slightly wrong policy reaches and show how to recover from them, which a deterministic oracle's
     narrow set of trajectories never does (plain behaviour cloning drifts off them in closed loop).
     """
-    task = MemoryTask(env_id)
+    task = MemoryTask(env_id, mosaic_size=mosaic_size, cue_hint=cue_hint)
     oracle = Oracle(task)
     rng = np.random.default_rng((seed, 7))
     mosaics = [task.reset(seed)]
@@ -283,7 +305,7 @@ def run_oracle_episode(env_id: str, seed: int, keep_mosaics: bool = True, noise:
     return Episode(
         env_id=env_id,
         seed=seed,
-        mosaics=np.stack(mosaics) if keep_mosaics else np.zeros((0, *MOSAIC_SIZE, 3), np.uint8),
+        mosaics=np.stack(mosaics) if keep_mosaics else np.zeros((0, *mosaic_size, 3), np.uint8),
         proprio=np.stack(proprio),
         actions=np.stack(actions),
         success=task.success,
