@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The memory capability benchmark in one command (issue 8):
-#   bench/run_memory_capability.sh           # the result: ~1 h on 2 CPU cores (3 processes, 1 thread each)
-#   bench/run_memory_capability.sh --quick   # smoke run, ~10 min; its numbers are not the result
+#   bench/run_memory_capability.sh           # the result: ~75 min on 2 CPU cores (3 processes, 1 thread each)
+#   bench/run_memory_capability.sh --quick   # smoke run, ~7 min; its numbers are not the result
 # MiniGrid-MemoryS7-v0 and MiniGrid-MemoryS13Random-v0 run as two processes beside the dual-arm run,
 # then one table: bench/results/memory_capability_<preset>_table.{md,json}. Run ./scripts/setup.sh first.
 set -euo pipefail
