@@ -10,7 +10,7 @@ The policy starts disabled: `ros2 service call /memorywam_policy/enable std_srvs
 
 from __future__ import annotations
 
-from launch.actions import DeclareLaunchArgument, ExecuteProcess, LogInfo, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
@@ -18,7 +18,8 @@ from launch_ros.parameter_descriptions import ParameterValue
 from launch import LaunchDescription
 from memorywam_ros.ros.launch_utils import (
     CAMERA_NAMESPACES,
-    bag_record_cmd,
+    bag_record_actions,
+    launch_true,
     package_share,
     realsense_camera_nodes,
     record_topics,
@@ -48,19 +49,15 @@ ARGUMENTS = [
 POLICY_TOPICS = ["/memorywam_policy/action_chunk", "/memorywam_policy/joint_command", "/diagnostics"]
 
 
-def _true(value: str) -> bool:
-    return value.strip().lower() in ("1", "true", "yes", "on")
-
-
 def _setup(context, *args, **kwargs):
     arg = {name: LaunchConfiguration(name).perform(context) for name, _, _ in ARGUMENTS}
-    sim = _true(arg["sim"])
+    sim = launch_true(arg["sim"])
     actions = []
     robot_config = arg["robot_config"] or str(CONFIG / "robots" / ("aloha_sim.yaml" if sim else "arx_x5_dual.yaml"))
     overrides = {
         "model_path": arg["model_path"],
         "robot_config": robot_config,
-        "autostart": _true(arg["autostart"]),
+        "autostart": launch_true(arg["autostart"]),
         "command_rate_hz": float(arg["command_rate_hz"]),
     }
     if arg["instruction"]:
@@ -69,20 +66,18 @@ def _setup(context, *args, **kwargs):
         # the simulator publishes exactly the default camera topics of config/memorywam.yaml
         actions.append(Node(package="memorywam_ros", executable="memorywam_sim", name="memorywam_sim",
                             output="screen"))
-    elif _true(arg["use_realsense"]):
+    elif launch_true(arg["use_realsense"]):
         serials = {cam: arg[f"{cam}_serial"] for cam in CAMERA_NAMESPACES}
         actions.extend(realsense_camera_nodes(serials, arg["color_profile"]))
     actions.append(Node(
         package="memorywam_ros", executable="memorywam_policy", name="memorywam_policy", output="screen",
         parameters=[arg["params_file"], overrides],
     ))
-    if _true(arg["record"]):
+    if launch_true(arg["record"]):
         topics_file = CONFIG / ("record_topics_sim.yaml" if sim else "record_topics.yaml")
         topics = record_topics(topics_file, extra=POLICY_TOPICS)
         qos = CONFIG / "record_qos_overrides.yaml"
-        cmd = bag_record_cmd(topics, qos if qos.is_file() else None, arg["bag_output"])
-        actions.append(LogInfo(msg=f"recording {len(topics)} topics: {' '.join(topics)}"))
-        actions.append(ExecuteProcess(cmd=cmd, output="screen"))
+        actions.extend(bag_record_actions(topics, qos if qos.is_file() else None, arg["bag_output"]))
     return actions
 
 

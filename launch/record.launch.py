@@ -9,13 +9,14 @@ ones `memorywam-convert` reads (config/record_topics.yaml; record_topics_sim.yam
 
 from __future__ import annotations
 
-from launch.actions import DeclareLaunchArgument, ExecuteProcess, LogInfo, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 
 from launch import LaunchDescription
 from memorywam_ros.ros.launch_utils import (
     CAMERA_NAMESPACES,
-    bag_record_cmd,
+    bag_record_actions,
+    launch_true,
     package_share,
     realsense_camera_nodes,
     record_topics,
@@ -38,17 +39,15 @@ ARGUMENTS = [
 
 def _setup(context, *args, **kwargs):
     arg = {name: LaunchConfiguration(name).perform(context) for name, _, _ in ARGUMENTS}
-    sim = arg["sim"].strip().lower() in ("1", "true", "yes", "on")
+    sim = launch_true(arg["sim"])
     actions = []
-    if arg["use_realsense"].strip().lower() in ("1", "true", "yes", "on"):
+    if launch_true(arg["use_realsense"]):
         serials = {cam: arg[f"{cam}_serial"] for cam in CAMERA_NAMESPACES}
         actions.extend(realsense_camera_nodes(serials, arg["color_profile"]))
     topics_file = arg["topics_file"] or str(CONFIG / ("record_topics_sim.yaml" if sim else "record_topics.yaml"))
     topics = record_topics(topics_file)
     qos = arg["qos_overrides"]
-    cmd = bag_record_cmd(topics, qos or None, arg["bag_output"])
-    actions.append(LogInfo(msg=f"recording {len(topics)} topics: {' '.join(topics)}"))
-    actions.append(ExecuteProcess(cmd=cmd, output="screen"))
+    actions.extend(bag_record_actions(topics, qos or None, arg["bag_output"]))
     return actions
 
 

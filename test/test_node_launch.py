@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from memorywam_ros.ros.launch_utils import bag_record_cmd, record_topics
+from memorywam_ros.ros.launch_utils import bag_record_cmd, launch_true, record_topics
 from memorywam_ros.ros.params import CAMERA_NAMES, PARAMETERS
 from memorywam_ros.runtime.robot_config import RobotConfig
 
@@ -42,6 +42,11 @@ def _node_params_yaml() -> dict:
 def test_launch_files_exist() -> None:
     names = {p.name for p in LAUNCH_FILES}
     assert {"bringup.launch.py", "record.launch.py"} <= names
+
+
+def test_launch_true_reads_launch_argument_text() -> None:
+    assert all(launch_true(v) for v in ("true", "True", " 1", "yes", "ON"))
+    assert not any(launch_true(v) for v in ("false", "0", "", "no", "off", "truthy"))
 
 
 @pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)

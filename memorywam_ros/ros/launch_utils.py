@@ -78,6 +78,19 @@ def bag_record_cmd(topics: list[str], qos_overrides: str | Path | None, output: 
     return [*cmd, *topics]
 
 
+def launch_true(value: str) -> bool:
+    """A launch argument's text as a boolean (`true`, `1`, `yes`, `on`, any case)."""
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def bag_record_actions(topics: list[str], qos_overrides: str | Path | None, output: str = "") -> list[Any]:
+    """A log line naming the topics and the `ros2 bag record` process (needs launch)."""
+    from launch.actions import ExecuteProcess, LogInfo
+
+    return [LogInfo(msg=f"recording {len(topics)} topics: {' '.join(topics)}"),
+            ExecuteProcess(cmd=bag_record_cmd(topics, qos_overrides, output), output="screen")]
+
+
 def realsense_parameters(serial: str, profile: str = "640x480x30") -> dict[str, Any]:
     """Colour only (depth off saves USB bandwidth with three cameras on one host)."""
     return {
