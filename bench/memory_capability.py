@@ -41,6 +41,7 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -115,19 +116,29 @@ def episode_clip(ep: Episode) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def calibrated_vae(episodes: list[Episode]) -> tuple[AutoencoderKLWan, dict]:
-    """Random tiny Wan2.2 VAE (seed VAE_SEED) whose latents_mean/std are calibrated on `episodes`."""
+def calibrate_random_vae(latents_of: Callable[[AutoencoderKLWan], torch.Tensor]) -> tuple[AutoencoderKLWan, dict]:
+    """Random tiny Wan2.2 VAE (seed VAE_SEED) whose latents_mean/std are those of `latents_of(raw VAE)`.
+
+    latents_of gets the VAE with neutral statistics (mean 0, std 1) and returns its latents of the
+    calibration data, frames first: (F, 48, h, w). Both benchmark parts calibrate this way."""
     cfg = wan22_vae_config(tiny=True)
-    raw_cfg = dict(cfg, latents_mean=[0.0] * 48, latents_std=[1.0] * 48)
     torch.manual_seed(VAE_SEED)
-    raw = AutoencoderKLWan(**raw_cfg)
-    enc = StreamingVAEEncoder(raw)
-    lat = torch.cat([enc.encode_clip(episode_clip(ep)) for ep in episodes], dim=1)  # (48, F, h, w)
-    mean, std = lat.mean((1, 2, 3)), lat.std((1, 2, 3)).clamp(min=1e-6)
+    raw = AutoencoderKLWan(**dict(cfg, latents_mean=[0.0] * 48, latents_std=[1.0] * 48))
+    lat = latents_of(raw)
+    mean, std = lat.mean((0, 2, 3)), lat.std((0, 2, 3)).clamp(min=1e-6)
     vae = AutoencoderKLWan(**dict(cfg, latents_mean=mean.tolist(), latents_std=std.tolist()))
     vae.load_state_dict(raw.state_dict())
-    info = {"seed": VAE_SEED, "calibration_frames": int(lat.shape[1]), "raw_std_mean": float(std.mean())}
+    info = {"seed": VAE_SEED, "calibration_frames": int(lat.shape[0]), "raw_std_mean": float(std.mean())}
     return vae.eval(), info
+
+
+def calibrated_vae(episodes: list[Episode]) -> tuple[AutoencoderKLWan, dict]:
+    """The benchmark's VAE calibrated on the streamed latents of `episodes`."""
+    def latents_of(raw: AutoencoderKLWan) -> torch.Tensor:
+        enc = StreamingVAEEncoder(raw)
+        return torch.cat([enc.encode_clip(episode_clip(ep)) for ep in episodes], dim=1).transpose(0, 1)
+
+    return calibrate_random_vae(latents_of)
 
 
 def encode_demos(episodes: list[Episode], vae: AutoencoderKLWan) -> tuple[list[dict], float]:

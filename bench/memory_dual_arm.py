@@ -79,14 +79,14 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from diffusers import AutoencoderKLWan  # noqa: E402
-from memory_capability import VAE_SEED, train_model, wilson  # noqa: E402
+from memory_capability import calibrate_random_vae, train_model, wilson  # noqa: E402
 
 from memorywam_ros.model import MemoryConfig, MemoryWAM, MemoryWAMConfig, VideoDiTConfig  # noqa: E402
 from memorywam_ros.model.config import ActionDiTConfig  # noqa: E402
 from memorywam_ros.runtime.instructions import InstructionStore, random_instruction_embeddings  # noqa: E402
 from memorywam_ros.runtime.normalization import Normalizer  # noqa: E402
 from memorywam_ros.runtime.policy import Policy  # noqa: E402
-from memorywam_ros.runtime.vae import StreamingVAEEncoder, wan22_vae_config  # noqa: E402
+from memorywam_ros.runtime.vae import StreamingVAEEncoder  # noqa: E402
 from memorywam_ros.sim.aloha import INSTRUCTIONS  # noqa: E402
 from memorywam_ros.sim.memory_transfer import (  # noqa: E402
     ANCHOR_FRAMES,
@@ -166,17 +166,10 @@ def encode_demo(frames: list[np.ndarray], encoder) -> torch.Tensor:
 
 
 def calibrated_vae(demos: list[Demo], mode: str) -> tuple[AutoencoderKLWan, dict]:
-    """Part 1's recipe: random tiny Wan2.2 VAE (seed VAE_SEED), latent statistics from `demos` (this mode's latents)."""
-    cfg = wan22_vae_config(tiny=True)
-    torch.manual_seed(VAE_SEED)
-    raw = AutoencoderKLWan(**dict(cfg, latents_mean=[0.0] * 48, latents_std=[1.0] * 48))
-    enc = frame_encoder(raw, mode)
-    lat = torch.cat([encode_demo(d.frames, enc) for d in demos])  # (F, 48, h, w)
-    mean, std = lat.mean((0, 2, 3)), lat.std((0, 2, 3)).clamp(min=1e-6)
-    vae = AutoencoderKLWan(**dict(cfg, latents_mean=mean.tolist(), latents_std=std.tolist()))
-    vae.load_state_dict(raw.state_dict())
-    return vae.eval(), {"seed": VAE_SEED, "mode": mode, "calibration_frames": int(lat.shape[0]),
-                        "raw_std_mean": float(std.mean())}
+    """Part 1's calibration (`calibrate_random_vae`) on this mode's latents of `demos`."""
+    vae, info = calibrate_random_vae(lambda raw: torch.cat([encode_demo(d.frames, frame_encoder(raw, mode))
+                                                            for d in demos]))
+    return vae, {**info, "mode": mode}
 
 
 def encode_demos(demos: list[Demo], vae: AutoencoderKLWan, mode: str) -> tuple[list[torch.Tensor], dict]:

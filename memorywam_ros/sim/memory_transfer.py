@@ -74,6 +74,7 @@ import numpy as np
 
 from memorywam_ros.runtime.chunk_executor import observation_substeps
 from memorywam_ros.runtime.mosaic import compose_mosaic
+from memorywam_ros.runtime.vae import FRAMES_FIRST, FRAMES_PER_LATENT
 from memorywam_ros.sim.aloha import AlohaSim
 from memorywam_ros.sim.scripted import CONTROL_HZ, TCP_OFFSET, ScriptedTransferCube
 
@@ -301,7 +302,7 @@ class PerFrameVAEEncoder:
 
     @property
     def expected_frames(self) -> int:
-        return 1 if self._frames == 0 else 4
+        return FRAMES_FIRST if self._frames == 0 else FRAMES_PER_LATENT
 
     def encode(self, mosaics):
         """(1 or 4, H, W, 3) uint8 -> float32 (z, 1, h, w), the 4-mosaic case without any earlier frame."""
@@ -309,8 +310,8 @@ class PerFrameVAEEncoder:
         if n != self.expected_frames:
             raise ValueError(f"latent frame {self._frames} takes {self.expected_frames} mosaic(s), got {n}")
         self.stream.reset()
-        if n == 4:
-            self.stream.encode(mosaics[:1])
+        if n == FRAMES_PER_LATENT:  # the stream starts with one mosaic alone: this frame's first
+            self.stream.encode(mosaics[:FRAMES_FIRST])
         self._frames += 1
         return self.stream.encode(mosaics)
 
