@@ -158,6 +158,20 @@ def encode_demos(episodes: list[Episode], vae: AutoencoderKLWan) -> tuple[list[d
     return samples, diff
 
 
+def instruction_store(root: Path, text: torch.Tensor, instruction: str = INSTRUCTION) -> InstructionStore:
+    """An instruction store under `root` holding the random stand-in embeddings `text` of `instruction`."""
+    store = InstructionStore(root / "instructions")
+    store.put([instruction], text[None], ENCODER_ID, {"name": "random stand-in embeddings"})
+    return store
+
+
+def fit_dataset(samples: list[dict], text: torch.Tensor) -> tuple[list[dict], Normalizer]:
+    """Normaliser fitted on the samples' proprio and actions, and the normalised training samples."""
+    normalizer = Normalizer.from_arrays(np.concatenate([s["proprio"].numpy() for s in samples]),
+                                        np.concatenate([s["actions"].numpy() for s in samples]))
+    return make_dataset(samples, normalizer, text), normalizer
+
+
 def make_dataset(samples: list[dict], normalizer: Normalizer, text: torch.Tensor) -> list[dict]:
     """LatentDataset-style samples ("episode" mode: every frame of the episode)."""
     out = []
@@ -365,14 +379,11 @@ def main(argv: list[str] | None = None) -> int:
               "vae": vae_info, "episodes": knobs["episodes"], "machine": platform.processor() or platform.machine(),
               "threads": args.threads, "torch": torch.__version__, "training": {}, "results": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        store = InstructionStore(Path(tmp) / "instructions")
-        store.put([INSTRUCTION], text[None], ENCODER_ID, {"name": "random stand-in embeddings"})
+        store = instruction_store(Path(tmp), text)
         for env_id in args.envs:
             eps = demos[env_id]
             samples, diff = encode_demos(eps, vae)
-            states = np.concatenate([s["proprio"].numpy() for s in samples])
-            normalizer = Normalizer.from_arrays(states, np.concatenate([s["actions"].numpy() for s in samples]))
-            data = make_dataset(samples, normalizer, text)
+            data, normalizer = fit_dataset(samples, text)
             seeds = list(range(EVAL_SEED0, EVAL_SEED0 + knobs["episodes"]))
             oracle_eval = [run_oracle_episode(env_id, s, keep_mosaics=False) for s in seeds]
             cap = 2 * max(ep.num_steps for ep in oracle_eval) + 4

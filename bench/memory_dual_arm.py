@@ -79,7 +79,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from diffusers import AutoencoderKLWan  # noqa: E402
-from memory_capability import calibrate_random_vae, train_model, wilson  # noqa: E402
+from memory_capability import calibrate_random_vae, instruction_store, train_model, wilson  # noqa: E402
 
 from memorywam_ros.model import MemoryConfig, MemoryWAM, MemoryWAMConfig, VideoDiTConfig  # noqa: E402
 from memorywam_ros.model.config import ActionDiTConfig  # noqa: E402
@@ -429,8 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     train_steps = 0
     train_s = 0.0
     with tempfile.TemporaryDirectory() as tmp:
-        store = InstructionStore(Path(tmp) / "instructions")
-        store.put([INSTRUCTION], text[None], ENCODER_ID, {"name": "random stand-in embeddings"})
+        store = instruction_store(Path(tmp), text, INSTRUCTION)
         for policy in args.policies:
             model, info = train_model(bench_config(policy, mosaic, args.model), data, knobs["steps"], knobs["batch"],
                                       args.seed, args.cond_noise)

@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import memory_capability as mc  # noqa: E402
 from minigrid.core.constants import COLORS  # noqa: E402
 
-from memorywam_ros.runtime.instructions import InstructionStore, random_instruction_embeddings  # noqa: E402
+from memorywam_ros.runtime.instructions import random_instruction_embeddings  # noqa: E402
 from memorywam_ros.runtime.normalization import Normalizer  # noqa: E402
 from memorywam_ros.runtime.policy import Policy  # noqa: E402
 from memorywam_ros.runtime.vae import StreamingVAEEncoder  # noqa: E402
@@ -79,14 +79,8 @@ def logistic_probe(x: np.ndarray, y: np.ndarray) -> float:
     return float(((a[n:] @ w + b > 0).float() == t[n:]).float().mean())
 
 
-def latents_of(episodes: list[Episode], vae) -> list[torch.Tensor]:
-    enc = StreamingVAEEncoder(vae)
-    return [enc.encode_clip(mc.episode_clip(ep))[:, : ep.num_steps].transpose(0, 1) for ep in episodes]
-
-
 def make_policy(model, vae, normalizer: Normalizer, text: torch.Tensor, tmp: str, mosaic) -> Policy:
-    store = InstructionStore(Path(tmp) / "instructions")
-    store.put([mc.INSTRUCTION], text[None], mc.ENCODER_ID, {"name": "random stand-in embeddings"})
+    store = mc.instruction_store(Path(tmp), text)
     return Policy(model, StreamingVAEEncoder(vae), normalizer, store, mosaic, mc.ENCODER_ID, num_steps=10, seed=0)
 
 
@@ -103,7 +97,7 @@ def chosen(policy: Policy, ep: Episode, frames: int) -> list[int]:
 def run_linear(args: argparse.Namespace) -> dict:
     eps = [mc.run_oracle_episode(args.env, s, mosaic_size=args.mosaic) for s in range(args.demos)]
     vae, _ = mc.calibrated_vae(eps[:20])
-    lats = latents_of(eps, vae)
+    lats = [s["latents"] for s in mc.encode_demos(eps, vae)[0]]
     x_north = np.stack([lat[ep.decision_step].flatten().numpy() for ep, lat in zip(eps, lats)])
     y_north = np.array([north_kind(args.env, ep.seed) == "key" for ep in eps])
     cue = [(lat[t].flatten().numpy(), ep.cue_kind == "key") for ep, lat in zip(eps, lats)
@@ -135,10 +129,8 @@ def run_readout(args: argparse.Namespace) -> dict:
     for ep, s in zip(eps, samples):
         chunk = mc.action_chunk(LEFT if label[ep.seed] == "key" else RIGHT)
         s["actions"] = torch.from_numpy(np.repeat(chunk[None], ep.num_steps, axis=0))
-    normalizer = Normalizer.from_arrays(np.concatenate([s["proprio"].numpy() for s in samples]),
-                                        np.concatenate([s["actions"].numpy() for s in samples]))
     text = random_instruction_embeddings([mc.INSTRUCTION], 32, 8)[0]
-    data = mc.make_dataset(samples, normalizer, text)
+    data, normalizer = mc.fit_dataset(samples, text)
     model, info = mc.train_model(mc.bench_config("window", args.mosaic), data[: args.demos], args.steps, 16, 0,
                                  args.cond_noise)
     with tempfile.TemporaryDirectory() as tmp:
@@ -153,10 +145,8 @@ def run_decision(args: argparse.Namespace) -> dict:
            for s in range(args.demos)]
     vae, _ = mc.calibrated_vae(eps[:20])
     samples, _ = mc.encode_demos(eps, vae)
-    normalizer = Normalizer.from_arrays(np.concatenate([s["proprio"].numpy() for s in samples]),
-                                        np.concatenate([s["actions"].numpy() for s in samples]))
     text = random_instruction_embeddings([mc.INSTRUCTION], 32, 8)[0]
-    data = mc.make_dataset(samples, normalizer, text)
+    data, normalizer = mc.fit_dataset(samples, text)
     model, info = mc.train_model(mc.bench_config(args.policy, args.mosaic), data, args.steps, 16, 0, args.cond_noise)
 
     def accuracy(seeds: range) -> float:
