@@ -17,11 +17,11 @@ from launch_ros.parameter_descriptions import ParameterValue
 
 from launch import LaunchDescription
 from memorywam_ros.ros.launch_utils import (
-    CAMERA_NAMESPACES,
+    REALSENSE_ARGUMENTS,
     bag_record_actions,
     launch_true,
     package_share,
-    realsense_camera_nodes,
+    realsense_launch_nodes,
     record_topics,
 )
 
@@ -35,11 +35,7 @@ ARGUMENTS = [
     ("instruction", "", "task instruction (empty: the params file's / the checkpoint's first)"),
     ("autostart", "false", "enable the policy without a ~/enable call"),
     ("command_rate_hz", "10.0", "streamed command rate (integer multiple of 10; >10 interpolates)"),
-    ("use_realsense", "false", "start three realsense2_camera nodes (colour only)"),
-    ("head_serial", "", "head camera serial (prefix digits with _ or quote them)"),
-    ("left_wrist_serial", "", "left wrist camera serial"),
-    ("right_wrist_serial", "", "right wrist camera serial"),
-    ("color_profile", "640x480x30", "RealSense colour profile WxHxFPS"),
+    *REALSENSE_ARGUMENTS,
     ("record", "false", "also run `ros2 bag record` (mcap, zstd_fast)"),
     ("bag_output", "", "bag directory (empty: rosbag2_<timestamp>)"),
     ("sim", "false", "start the MuJoCo simulator memorywam_sim and use config/robots/aloha_sim.yaml"),
@@ -66,9 +62,8 @@ def _setup(context, *args, **kwargs):
         # the simulator publishes exactly the default camera topics of config/memorywam.yaml
         actions.append(Node(package="memorywam_ros", executable="memorywam_sim", name="memorywam_sim",
                             output="screen"))
-    elif launch_true(arg["use_realsense"]):
-        serials = {cam: arg[f"{cam}_serial"] for cam in CAMERA_NAMESPACES}
-        actions.extend(realsense_camera_nodes(serials, arg["color_profile"]))
+    else:
+        actions.extend(realsense_launch_nodes(arg))
     actions.append(Node(
         package="memorywam_ros", executable="memorywam_policy", name="memorywam_policy", output="screen",
         parameters=[arg["params_file"], overrides],

@@ -14,11 +14,11 @@ from launch.substitutions import LaunchConfiguration
 
 from launch import LaunchDescription
 from memorywam_ros.ros.launch_utils import (
-    CAMERA_NAMESPACES,
+    REALSENSE_ARGUMENTS,
     bag_record_actions,
     launch_true,
     package_share,
-    realsense_camera_nodes,
+    realsense_launch_nodes,
     record_topics,
 )
 
@@ -28,11 +28,7 @@ ARGUMENTS = [
     ("topics_file", "", "converter topic file (empty: config/record_topics.yaml, _sim with sim:=true)"),
     ("qos_overrides", str(CONFIG / "record_qos_overrides.yaml"), "rosbag2 QoS overrides"),
     ("bag_output", "", "bag directory (empty: rosbag2_<timestamp>)"),
-    ("use_realsense", "false", "start three realsense2_camera nodes (colour only)"),
-    ("head_serial", "", "head camera serial (prefix digits with _ or quote them)"),
-    ("left_wrist_serial", "", "left wrist camera serial"),
-    ("right_wrist_serial", "", "right wrist camera serial"),
-    ("color_profile", "640x480x30", "RealSense colour profile WxHxFPS"),
+    *REALSENSE_ARGUMENTS,
     ("sim", "false", "record the simulator's topics (record_topics_sim.yaml)"),
 ]
 
@@ -41,9 +37,7 @@ def _setup(context, *args, **kwargs):
     arg = {name: LaunchConfiguration(name).perform(context) for name, _, _ in ARGUMENTS}
     sim = launch_true(arg["sim"])
     actions = []
-    if launch_true(arg["use_realsense"]):
-        serials = {cam: arg[f"{cam}_serial"] for cam in CAMERA_NAMESPACES}
-        actions.extend(realsense_camera_nodes(serials, arg["color_profile"]))
+    actions.extend(realsense_launch_nodes(arg))
     topics_file = arg["topics_file"] or str(CONFIG / ("record_topics_sim.yaml" if sim else "record_topics.yaml"))
     topics = record_topics(topics_file)
     qos = arg["qos_overrides"]

@@ -15,15 +15,28 @@ import yaml
 
 __all__ = [
     "CAMERA_NAMESPACES",
+    "REALSENSE_ARGUMENTS",
+    "bag_record_actions",
     "bag_record_cmd",
+    "launch_true",
     "package_share",
     "realsense_camera_nodes",
+    "realsense_launch_nodes",
     "realsense_parameters",
     "record_topics",
 ]
 
 # realsense2_camera nodes: namespace per camera, node name `camera` → /<ns>/camera/color/image_raw
 CAMERA_NAMESPACES = {"head": "cam_high", "left_wrist": "cam_left_wrist", "right_wrist": "cam_right_wrist"}
+
+# (name, default, description) of the camera launch arguments that bringup and record share
+REALSENSE_ARGUMENTS = [
+    ("use_realsense", "false", "start three realsense2_camera nodes (colour only)"),
+    ("head_serial", "", "head camera serial (prefix digits with _ or quote them)"),
+    ("left_wrist_serial", "", "left wrist camera serial"),
+    ("right_wrist_serial", "", "right wrist camera serial"),
+    ("color_profile", "640x480x30", "RealSense colour profile WxHxFPS"),
+]
 
 
 def package_share() -> Path:
@@ -89,6 +102,14 @@ def bag_record_actions(topics: list[str], qos_overrides: str | Path | None, outp
 
     return [LogInfo(msg=f"recording {len(topics)} topics: {' '.join(topics)}"),
             ExecuteProcess(cmd=bag_record_cmd(topics, qos_overrides, output), output="screen")]
+
+
+def realsense_launch_nodes(arg: dict[str, str]) -> list[Any]:
+    """The camera nodes REALSENSE_ARGUMENTS ask for: none unless use_realsense is true (needs launch_ros)."""
+    if not launch_true(arg["use_realsense"]):
+        return []
+    serials = {cam: arg[f"{cam}_serial"] for cam in CAMERA_NAMESPACES}
+    return realsense_camera_nodes(serials, arg["color_profile"])
 
 
 def realsense_parameters(serial: str, profile: str = "640x480x30") -> dict[str, Any]:
