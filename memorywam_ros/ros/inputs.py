@@ -4,9 +4,13 @@ Subscriptions use sensor-data QoS (best effort, keep last): a best-effort subscr
 reliable publishers (realsense-ros' default, ARX's status) and best-effort ones, while a reliable
 subscriber silently receives nothing from a best-effort publisher. Only the latest message matters.
 
-Bad messages (unsupported encoding, wrong data length, zero size, missing joints) are dropped with a
-throttled warning naming the topic; they do not refresh the input's age, so a camera sending only
-garbage goes stale and the node holds.
+Bad messages (unsupported encoding, wrong data length, zero size, an undecodable or truncated
+JPEG/PNG, a stamp off by more than `camera_max_clock_offset_s`, missing joints) are dropped where
+they arrive, with a throttled warning naming the camera/topic, and counted (`dropped` in
+/diagnostics); they do not refresh the input's age, so a camera sending only garbage goes stale and
+the node holds. A camera's age is measured from when its newest frame was *taken*, by header stamp
+(runtime/stamp_clock.py: how clock offsets between hosts are handled), not when it arrived; joint
+sources are aged by arrival (many robot status messages carry no stamp).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from rclpy.qos import qos_profile_sensor_data
 from memorywam_ros.ros.conversions import ImageError, StateReader, check_compressed, decode_compressed, image_to_rgb
 from memorywam_ros.runtime.node_stats import RateMeter
 from memorywam_ros.runtime.robot_config import IOSpec
+from memorywam_ros.runtime.stamp_clock import StampClock, StampError
 
 __all__ = ["CameraInput", "Frame", "JointInputs"]
 
@@ -36,28 +41,36 @@ def _stamp_s(stamp: Any) -> float:
 
 @dataclass
 class Frame:
-    """The latest good frame of a camera. Compressed frames stay encoded until `image()` is called
-    (in the inference thread, for the few frames that become part of a mosaic)."""
+    """The latest good frame of a camera. Compressed frames are verified on arrival and stay encoded
+    until `image()` is called (in the inference thread, for the few frames that become part of a
+    mosaic)."""
 
     stamp: float  # header stamp (s); receive time when the header is empty
     received: float  # node clock (s)
     rgb: np.ndarray | None = None  # (H, W, 3) uint8
     encoded: bytes | None = None
     format: str = ""
+    time: float = 0.0  # node clock (s) when the frame was taken: stamp mapped by the camera's StampClock
+    camera: str = ""
 
     def image(self) -> np.ndarray:
         if self.rgb is None:
             assert self.encoded is not None
-            self.rgb = decode_compressed(self.encoded, self.format)
+            try:
+                self.rgb = decode_compressed(self.encoded, self.format)
+            except ImageError as e:  # verified on arrival, so not expected: still, say which camera
+                raise ImageError(e.encoding, f"camera {self.camera}: {e.reason}") from None
             self.encoded = None
         return self.rgb
 
 
 class CameraInput:
-    def __init__(self, node: Node, name: str, topic: str, transport: str, now: Callable[[], float]) -> None:
+    def __init__(self, node: Node, name: str, topic: str, transport: str, now: Callable[[], float],
+                 max_clock_offset_s: float = 1.0) -> None:
         self.name, self.topic, self.transport = name, topic, transport
         self._node, self._now = node, now
         self.meter = RateMeter()
+        self.clock = StampClock(max_clock_offset_s)
         self.dropped = 0
         self._latest: Frame | None = None
         self._lock = threading.Lock()
@@ -81,20 +94,30 @@ class CameraInput:
         return self._latest
 
     def age(self, now: float) -> float | None:
-        return self.meter.age(now)
+        """Seconds since the newest good frame was taken (None: none yet)."""
+        latest = self._latest
+        return None if latest is None else max(0.0, now - latest.time)
 
     def update(self, rgb: np.ndarray | None, stamp: float | None, encoded: bytes | None = None,
                fmt: str = "") -> None:
         """Store a good frame (also the entry point of the pyrealsense2 source)."""
         t = self._now()
+        try:
+            taken = self.clock.frame_time(stamp, t)
+        except StampError as e:
+            self._drop(e, None)
+            return
         with self._lock:
-            self._latest = Frame(stamp if stamp else t, t, rgb, encoded, fmt)
+            if self._latest is not None and taken <= self._latest.time:
+                return  # not newer than what we hold (a republished or reordered frame): no refresh
+            self._latest = Frame(stamp if stamp else t, t, rgb, encoded, fmt, taken, self.name)
         self.meter.tick(t)
 
-    def _drop(self, err: Exception, encoding: str) -> None:
+    def _drop(self, err: Exception, encoding: str | None) -> None:
         self.dropped += 1
+        what = f", encoding {encoding!r}" if encoding is not None else ""
         self._node.get_logger().warning(
-            f"camera {self.name} ({self.topic}): dropped a frame, encoding {encoding!r}: {err}",
+            f"camera {self.name} ({self.topic}): dropped a frame{what}: {err}",
             throttle_duration_sec=_WARN_PERIOD_S,
         )
 
@@ -111,14 +134,14 @@ class CameraInput:
 
     def _on_compressed(self, msg: Any) -> None:
         try:
-            data = check_compressed(msg)
+            data, rgb = check_compressed(msg)
         except ImageError as e:
             self._drop(e, e.encoding)
             return
         except Exception as e:
             self._drop(e, str(getattr(msg, "format", "?")))
             return
-        self.update(None, _stamp_s(msg.header.stamp), encoded=data, fmt=str(msg.format))
+        self.update(rgb, _stamp_s(msg.header.stamp), encoded=None if rgb is not None else data, fmt=str(msg.format))
 
 
 class _JointSource:

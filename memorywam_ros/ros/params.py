@@ -43,6 +43,9 @@ PARAMETERS: dict[str, tuple[Any, str, bool, tuple[float, float] | None]] = {
                       True, None),
     "camera_timeout_s": (0.5, "hold when a camera's last good frame is older than this", False, (0.02, 10.0)),
     "joint_timeout_s": (0.25, "hold when the joint state is older than this", False, (0.01, 10.0)),
+    "camera_max_clock_offset_s": (1.0, "frames whose header stamps are off from the node clock by more than "
+                                  "this (old frames, or an unsynchronised camera host) are dropped; a smaller "
+                                  "constant offset is estimated and cancelled", True, (0.001, 1e6)),
     "diagnostics_period_s": (1.0, "period of /diagnostics", True, (0.1, 60.0)),
     "realsense.width": (640, "pyrealsense2 colour width", True, (1, 4096)),
     "realsense.height": (480, "pyrealsense2 colour height", True, (1, 4096)),

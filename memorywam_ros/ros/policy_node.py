@@ -143,7 +143,8 @@ class PolicyNode(Node):
         self._cb_misc = MutuallyExclusiveCallbackGroup()
 
         self.cameras = {
-            name: CameraInput(self, name, p[f"cameras.{name}.topic"], p[f"cameras.{name}.transport"], self.now_s)
+            name: CameraInput(self, name, p[f"cameras.{name}.topic"], p[f"cameras.{name}.transport"], self.now_s,
+                              p["camera_max_clock_offset_s"])
             for name in CAMERA_NAMES
         }
         self.realsense = None
@@ -260,11 +261,14 @@ class PolicyNode(Node):
                 return
             now = self.now_s()
             stale = self._stale(now)
-            if stale:
+            # a measured pose far outside the limits (bad encoder word, driver bug): hold like a stale input
+            pose = self.safety.check_measured(self.joints.vector()) if not stale else None
+            if stale or not pose.ok:
                 if not self._stalled:
                     self._stalled = True
                     self._abort_cycle()
-                self._set_state("holding", f"stale input: {', '.join(stale)}")
+                self._set_state("holding", f"stale input: {', '.join(stale)}" if stale
+                                else f"untrusted joint state: {pose.reason}")
                 self._publish_command(self._hold_target())
                 return
             if self._stalled:
@@ -372,9 +376,14 @@ class PolicyNode(Node):
             stale_j = [k for k in self._stale(self.now_s()) if k.startswith("joints:")]
             if measured is None or stale_j:
                 return False, f"no fresh joint state ({stale_j or 'never received'}); not enabled"
-            self._last_cmd = measured  # hold where the robot is: the first command is no jump
+            pose = self.safety.check_measured(measured)
+            if not pose.ok:
+                return False, f"{pose.reason}; not enabled"
+            # hold where the robot is, clipped into the limits (a pose in the tolerance band steps
+            # back by at most position_tolerance): never a command outside the limits, never a jump
+            self._last_cmd = self.safety.clamp_position(measured)
             self._enabled, self._stalled = True, False
-            self.executor_grid.resume(measured)
+            self.executor_grid.resume(self._last_cmd)
             self._set_state("running", "enabled")
             self._control_loop.start()
         self.get_logger().info("enabled")

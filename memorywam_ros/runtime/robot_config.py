@@ -13,6 +13,13 @@ left arm joints, left gripper, right arm joints, right gripper)::
     velocity_max: [...]          # per joint, units per second; bounds every command step
     max_start_distance: [...]    # per joint: a new chunk whose first target is farther than this
                                  # from the measured joints is not executed
+    position_tolerance: [...]    # optional, per joint (default 0): how far outside [min, max] a
+                                 # *measured* pose may be and still be trusted (0 <= it <=
+                                 # max_start_distance). Inside the band the node holds the measured
+                                 # pose clipped into the limits; beyond it enable is refused / the
+                                 # node holds. Commands never leave [min, max] either way.
+    home: [...]                  # optional: a rest pose inside the limits (init-random centres a
+                                 # random checkpoint's outputs on it; the simulator starts there)
     state:                       # where the measured joints come from (together: every joint once)
       - topic: /joint_states
         type: sensor_msgs/msg/JointState      # no `field`: matched by joint name
@@ -117,6 +124,12 @@ class RobotConfig:
     max_start_distance: np.ndarray
     state: tuple[IOSpec, ...] = field(default_factory=tuple)
     command: tuple[IOSpec, ...] = field(default_factory=tuple)
+    position_tolerance: np.ndarray | None = None  # None: zeros
+    home: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.position_tolerance is None:
+            object.__setattr__(self, "position_tolerance", np.zeros(len(self.joint_names)))
 
     @property
     def num_joints(self) -> int:
@@ -154,6 +167,19 @@ class RobotConfig:
         vel, start = vec("velocity_max"), vec("max_start_distance")
         if np.any(vel <= 0) or np.any(start <= 0):
             raise ValueError("velocity_max and max_start_distance must be positive")
+        tol = vec("position_tolerance") if "position_tolerance" in data else np.zeros(n)
+        if np.any(tol < 0) or np.any(tol > start):
+            # the first command after enable steps a joint in the band back by up to its tolerance:
+            # a wider band would allow a step that the chunk start check calls a jump
+            j = int(np.argmax((tol < 0) | (tol > start)))
+            raise ValueError(
+                f"position_tolerance of {names[j]} is {tol[j]}: must be >= 0 and <= its max_start_distance "
+                f"{start[j]}"
+            )
+        home = vec("home") if data.get("home") is not None else None
+        if home is not None and (np.any(home < lo) or np.any(home > hi)):
+            j = int(np.argmax((home < lo) | (home > hi)))
+            raise ValueError(f"home of {names[j]} is {home[j]}, outside its limits [{lo[j]}, {hi[j]}]")
 
         def io(entries: Any, what: str) -> tuple[IOSpec, ...]:
             out = []
@@ -175,4 +201,4 @@ class RobotConfig:
         if state and not np.all(covered == 1):
             raise ValueError("state sources must cover every joint exactly once")
         command = io(data.get("command"), "command")
-        return cls(str(data.get("name", "robot")), names, lo, hi, vel, start, state, command)
+        return cls(str(data.get("name", "robot")), names, lo, hi, vel, start, state, command, tol, home)
