@@ -4,9 +4,13 @@ drivers, so its publishing never competes with the node under test for one GIL).
 Publishes three cameras at 30 Hz (rgb8; the left wrist bgr8), the 14 joints at 100 Hz both as one
 sensor_msgs/JointState by name and as two per-arm std_msgs/Float64MultiArray, and tracks the
 streamed command exactly (a perfect position-controlled arm). Controlled by lines on stdin:
-`cam <name> on|off`, `joints on|off`, `bad <camera>` (publish malformed images), `quit`.
+`cam <name> on|off`, `joints on|off`, `bad <camera>` (publish malformed images),
+`joint <index> <value>|off` (report a fixed value for one joint: a bad encoder word),
+`truncate <camera> on|off` (its JPEGs cut in half), `stamp <camera>|all <offset_s>` (stamp its
+frames with a clock that far ahead, negative: behind), `quit`.
 
     python test/fake_driver.py --ns /t --node /memorywam_policy [--height 480 --width 640]
+        [--compressed] [--stamp-offset S]
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from collections.abc import Callable
 import numpy as np
 import rclpy
 from PIL import Image as PILImage
+from rclpy.duration import Duration
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
@@ -40,9 +45,12 @@ BAD_IMAGES = [
 
 class FakeDriver(Node):
     def __init__(self, ns: str, policy_node: str, image_hw: tuple[int, int] = (48, 64),
-                 compressed: bool = False) -> None:
+                 compressed: bool = False, stamp_offset: float = 0.0) -> None:
         super().__init__("fake_driver")
         self.q = np.zeros(14)
+        self.joint_override: dict[int, float] = {}
+        self.truncated: set[str] = set()
+        self.stamp_offset = dict.fromkeys(CAMERAS, stamp_offset)
         self.cameras_on = dict.fromkeys(CAMERAS, True)
         self.joints_on = True
         self.lock = threading.Lock()
@@ -87,12 +95,16 @@ class FakeDriver(Node):
         return msg
 
     def _cameras(self) -> None:
-        stamp = self.get_clock().now().to_msg()
+        now = self.get_clock().now()
         for name, pub in self.cam_pubs.items():
             if self.cameras_on[name]:
+                stamp = (now + Duration(nanoseconds=round(self.stamp_offset[name] * 1e9))).to_msg()
                 pub.publish(self._image(name, stamp))
                 if name in self.jpeg_pubs:
-                    msg = CompressedImage(format="rgb8; jpeg compressed bgr8", data=self.jpegs[name])
+                    data = self.jpegs[name]
+                    if name in self.truncated:  # a real JPEG cut short: header intact, data missing
+                        data = data[: len(data) // 2]
+                    msg = CompressedImage(format="rgb8; jpeg compressed bgr8", data=data)
                     msg.header.stamp = stamp
                     self.jpeg_pubs[name].publish(msg)
 
@@ -101,6 +113,8 @@ class FakeDriver(Node):
             return
         with self.lock:
             q = self.q.copy()
+            for j, v in self.joint_override.items():
+                q[j] = v
         msg = JointState(name=NAMES, position=q.tolist())
         msg.header.stamp = self.get_clock().now().to_msg()
         self.js_pub.publish(msg)
@@ -121,6 +135,17 @@ class FakeDriver(Node):
             self.cameras_on[parts[1]] = parts[2] == "on"
         elif parts[0] == "joints":
             self.joints_on = parts[1] == "on"
+        elif parts[0] == "joint":
+            with self.lock:
+                if parts[2] == "off":
+                    self.joint_override.pop(int(parts[1]), None)
+                else:
+                    self.joint_override[int(parts[1])] = float(parts[2])
+        elif parts[0] == "truncate":
+            (self.truncated.add if parts[2] == "on" else self.truncated.discard)(parts[1])
+        elif parts[0] == "stamp":
+            for name in CAMERAS if parts[1] == "all" else [parts[1]]:
+                self.stamp_offset[name] = float(parts[2])
         elif parts[0] == "bad":
             for _ in range(3):
                 for kw in BAD_IMAGES:
@@ -137,9 +162,10 @@ def main() -> None:
     ap.add_argument("--height", type=int, default=48)
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--compressed", action="store_true", help="also publish <topic>/compressed JPEG")
+    ap.add_argument("--stamp-offset", type=float, default=0.0, help="camera clock ahead of ours by S s")
     args = ap.parse_args()
     rclpy.init()
-    driver = FakeDriver(args.ns, args.node, (args.height, args.width), args.compressed)
+    driver = FakeDriver(args.ns, args.node, (args.height, args.width), args.compressed, args.stamp_offset)
     ex = SingleThreadedExecutor()
     ex.add_node(driver)
     spin = threading.Thread(target=ex.spin, daemon=True)

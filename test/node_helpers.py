@@ -39,7 +39,7 @@ NODE = "/memorywam_policy"
 
 
 def write_robot_config(path: Path, *, state: str = "names", max_start: float = 10.0, vel: float = 2.0,
-                       lim: float = 3.0) -> Path:
+                       lim: float = 3.0, tol: float = 0.05) -> Path:
     """A 14-joint test robot. state: 'names' (one JointState by name) or 'per_arm' (two
     Float64MultiArray topics through `data[0:7]`, the ARX RobotStatus path with a standard type)."""
     if state == "names":
@@ -54,6 +54,7 @@ def write_robot_config(path: Path, *, state: str = "names", max_start: float = 1
         "position_max": [lim] * 14,
         "velocity_max": [vel] * 14,
         "max_start_distance": [max_start] * 14,
+        "position_tolerance": [min(tol, max_start)] * 14,
         "state": st,
         "command": [
             {"topic": "~/joint_command", "type": "sensor_msgs/msg/JointState", "indices": "0:14"},

@@ -17,6 +17,7 @@ from memorywam_ros.ros.conversions import (
     CommandWriter,
     ImageError,
     StateReader,
+    check_compressed,
     chunk_to_trajectory,
     compressed_to_rgb,
     image_to_rgb,
@@ -84,6 +85,33 @@ def test_compressed_bad_messages_raise_image_error() -> None:
         compressed_to_rgb(CompressedImage(format="jpeg", data=b"\xff\xd8garbage"))
     with pytest.raises(ImageError, match="colour"):
         compressed_to_rgb(_compressed(np.zeros((4, 4, 3), np.uint8), "PNG", mode="L"))
+
+
+def _camera_like_jpeg(h: int = 96, w: int = 128) -> bytes:
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:h, 0:w]
+    rgb = np.stack([x * 255 // w, y * 255 // h, (x + y) % 256], -1) + rng.integers(0, 30, (h, w, 3))
+    buf = io.BytesIO()
+    PILImage.fromarray(rgb.clip(0, 255).astype(np.uint8)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.9, 0.99])
+def test_truncated_jpeg_is_refused_on_arrival(keep: float) -> None:
+    """A truncated JPEG has a perfect header: the arrival check must read the whole stream."""
+    data = _camera_like_jpeg()
+    good, rgb = check_compressed(CompressedImage(format="jpeg", data=data))
+    assert good == data and rgb is None  # a JPEG stays encoded until it becomes part of a mosaic
+    with pytest.raises(ImageError, match="truncated"):
+        check_compressed(CompressedImage(format="jpeg", data=data[: int(len(data) * keep)]))
+
+
+def test_png_is_decoded_once_on_arrival() -> None:
+    rgb = _rgb(8, 8)
+    data, out = check_compressed(_compressed(rgb, "PNG"))
+    np.testing.assert_array_equal(out, rgb)
+    with pytest.raises(ImageError):
+        check_compressed(CompressedImage(format="png", data=data[: len(data) // 2]))
 
 
 def test_resolve_msg_type() -> None:

@@ -239,3 +239,88 @@ def test_autostart_enables_once_joints_arrive(graph_factory) -> None:
     g = graph_factory(autostart=True)
     wait_for(lambda: g.node.state != "disabled", 5.0, "autostart")
     wait_for(lambda: len(_commands(g)) >= 3, 5.0, "streaming without ~/enable")
+
+
+def _assert_inside_limits(g: Graph, lim: float = 3.0) -> None:
+    q = np.array([c[1] for c in _commands(g)])
+    assert q.size and np.all(np.abs(q) <= lim), f"command outside ±{lim}: max {np.abs(q).max()}"
+
+
+def test_measured_pose_outside_the_limits_refuses_enable_and_holds_while_moving(graph_factory) -> None:
+    """A bad encoder word (1e6 rad on left_j3): enable refused naming the joint; while moving: hold.
+    A pose in the tolerance band (3.03 with limit 3, band 0.05) is accepted, commanded at the limit."""
+    g = graph_factory()
+    j3 = lambda: g.node.joints.vector()[3]  # noqa: E731
+    g.driver.send("joint 3 1e6")
+    wait_for(lambda: j3() == 1e6, 5.0, "the bad joint reading")
+    resp = g.enable()
+    assert not resp.success and "left_j3" in resp.message and "position_tolerance" in resp.message, resp.message
+    time.sleep(0.3)
+    assert _commands(g) == [], "nothing commanded"
+
+    g.driver.send("joint 3 3.03")  # inside the band: accepted, the hold is the limit itself
+    wait_for(lambda: j3() == 3.03, 5.0, "the in-band reading")
+    assert g.enable().success
+    wait_for(lambda: len(_commands(g)) >= 1, 5.0, "first command")
+    assert _commands(g)[0][1][3] == 3.0
+    g.driver.send("joint 3 off")  # the arm follows the commands again
+    wait_for(lambda: len(g.robot.chunks) >= 1, CHUNK_TIMEOUT, "first chunk")
+    time.sleep(0.3)  # moving
+    g.driver.send("joint 3 -1e6")
+    wait_for(lambda: g.node.state == "holding" and "left_j3" in g.node.reason, 3.0, "hold on the bad reading")
+    assert "untrusted joint state" in g.node.reason
+    time.sleep(0.5)
+    held = [c[1] for c in _commands(g) if c[0] > time.monotonic() - 0.3]
+    assert len(held) >= 2 and all(np.array_equal(q, held[0]) for q in held), "hold = the last command"
+    _assert_inside_limits(g)
+    g.driver.send("joint 3 off")
+    wait_for(lambda: g.node.state == "running", 5.0, "running again once the joint reads sanely")
+    _assert_inside_limits(g)
+
+
+def test_truncated_jpeg_dropped_on_arrival_camera_goes_stale(graph_factory) -> None:
+    from node_helpers import CAMERA_TOPICS
+
+    params = {f"cameras.{cam}.topic": f"{topic}/compressed" for cam, topic in CAMERA_TOPICS.items()}
+    params.update({f"cameras.{cam}.transport": "compressed" for cam in CAMERA_TOPICS})
+    g = graph_factory(driver_args=("--compressed",), **params)
+    assert g.enable().success
+    wait_for(lambda: len(g.robot.chunks) >= 1, CHUNK_TIMEOUT, "a chunk from JPEG cameras")
+    g.driver.send("truncate head on")  # only truncated JPEGs from now on, over the real topic
+    wait_for(lambda: g.node.state == "holding" and "head" in g.node.reason, 5.0, "hold: head stale")
+    assert g.node.cameras["head"].dropped >= 5
+    assert g.node.counters["errors"] == 0, "a bad frame must never reach the inference thread"
+    wait_for(lambda: (g.robot.policy_status() or {}).get("state") == "holding", 5.0, "diagnostics")
+    g.driver.send("truncate head off")
+    wait_for(lambda: g.node.state == "running", 5.0, "running again with good frames")
+
+
+def test_old_camera_stamps_hold_but_a_constant_clock_offset_does_not(graph_factory) -> None:
+    """Cameras on a host whose clock is 30 s ahead (accepted with camera_max_clock_offset_s 60): no
+    spurious holds. Then one camera republishes hour-old frames: stale by stamp, hold."""
+    g = graph_factory(driver_args=("--stamp-offset", "30"), camera_max_clock_offset_s=60.0)
+    assert g.enable().success
+    wait_for(lambda: len(g.robot.chunks) >= 1, CHUNK_TIMEOUT, "first chunk")
+    states = []
+    t_end = time.monotonic() + 1.5
+    while time.monotonic() < t_end:
+        states.append(g.node.state)
+        time.sleep(0.02)
+    assert "holding" not in states, g.node.reason
+    assert max(g.node.cameras[c].age(g.node.now_s()) for c in g.node.cameras) < 0.5
+    g.driver.send("stamp left_wrist -3600")
+    wait_for(lambda: g.node.state == "holding" and "left_wrist" in g.node.reason, 5.0, "hold: old frames")
+    g.driver.send("stamp left_wrist 30")
+    wait_for(lambda: g.node.state == "running", 5.0, "running again")
+
+
+def test_random_checkpoint_moves_the_arm_around_home(graph_factory) -> None:
+    """init-random's checkpoint with a realistic start distance (0.25, ARX): chunks are executed, not
+    refused, and the arm moves (README: 'moves the arm randomly by a few degrees around home')."""
+    g = graph_factory(robot={"max_start": 0.25})
+    assert g.enable().success
+    wait_for(lambda: len(g.robot.chunks) >= 2, 2 * CHUNK_TIMEOUT, "two executed chunks")
+    assert g.node.counters["rejected"] == 0, g.node.reason
+    q = np.array([c[1] for c in _commands(g)])
+    assert np.abs(q).max() > 1e-3, "the arm moved"
+    assert np.abs(q).max() < 0.25, "a few degrees around home (zeros)"
