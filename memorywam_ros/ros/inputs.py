@@ -102,15 +102,19 @@ class CameraInput:
                fmt: str = "") -> None:
         """Store a good frame (also the entry point of the pyrealsense2 source)."""
         t = self._now()
-        try:
-            taken = self.clock.frame_time(stamp, t)
-        except StampError as e:
-            self._drop(e, None)
+        with self._lock:  # the clock's window is per camera state: one frame at a time
+            try:
+                taken = self.clock.frame_time(stamp, t)
+            except StampError as e:
+                err: StampError | None = e
+            else:
+                err = None
+                if self._latest is not None and taken <= self._latest.time:
+                    return  # not newer than what we hold (a republished or reordered frame): no refresh
+                self._latest = Frame(stamp if stamp else t, t, rgb, encoded, fmt, taken, self.name)
+        if err is not None:
+            self._drop(err, None)
             return
-        with self._lock:
-            if self._latest is not None and taken <= self._latest.time:
-                return  # not newer than what we hold (a republished or reordered frame): no refresh
-            self._latest = Frame(stamp if stamp else t, t, rgb, encoded, fmt, taken, self.name)
         self.meter.tick(t)
 
     def _drop(self, err: Exception, encoding: str | None) -> None:
