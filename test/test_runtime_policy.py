@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -136,3 +137,22 @@ def test_instructions_of_another_encoder_are_not_used(tiny_checkpoint, tmp_path)
     with pytest.raises(KeyError, match="open the drawer"):
         p.reset("open the drawer")
     p.reset("transfer the cube")
+
+
+def test_cli_init_random_centres_outputs_on_the_robot_home(tmp_path, capsys):
+    """init-random --robot: random outputs land near the robot file's home pose, inside the start
+    distance, so the node executes its chunks (test_node_graph: the arm moves around home)."""
+    from memorywam_ros.runtime.robot_config import RobotConfig
+
+    robot = RobotConfig.from_yaml(Path(__file__).resolve().parents[1] / "config" / "robots" / "aloha_sim.yaml")
+    assert main(["init-random", "--out", str(tmp_path / "c"), "--robot", "aloha_sim.yaml"]) == 0
+    assert "home pose of aloha_sim.yaml" in capsys.readouterr().out
+    p = Policy.from_pretrained(tmp_path / "c", num_steps=2)
+    p.reset(p.instructions[0])
+    h, w = p.image_size
+    p.observe(np.zeros((1, h, w, 3), np.uint8), robot.home)
+    chunk = p.act()
+    assert np.abs(chunk - robot.home).max() < 0.5 * robot.max_start_distance.min()
+    with pytest.raises(SystemExit):
+        main(["init-random", "--out", str(tmp_path / "d"), "--robot", "no_such_robot.yaml"])
+    assert "--robot" in capsys.readouterr().err
