@@ -54,6 +54,8 @@ class Policy:
         self._proprio: torch.Tensor | None = None
         self._generator: torch.Generator | None = None
         self.instruction: str | None = None
+        self.manifest: dict | None = None  # the checkpoint's memorywam.json (from_pretrained)
+        self.directory: Path | None = None
 
     @classmethod
     def from_pretrained(
@@ -70,7 +72,7 @@ class Policy:
             dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         ckpt: Checkpoint = load_checkpoint(directory, device=device, dtype=dtype)
         vae = StreamingVAEEncoder(ckpt.vae)
-        return cls(
+        policy = cls(
             ckpt.model,
             vae,
             ckpt.normalizer,
@@ -80,6 +82,9 @@ class Policy:
             num_steps=num_steps,
             seed=seed,
         )
+        policy.manifest = ckpt.manifest  # what the node checks its parameters against
+        policy.directory = ckpt.directory
+        return policy
 
     # --- episode ---------------------------------------------------------------------------------
     @property
