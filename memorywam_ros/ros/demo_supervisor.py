@@ -77,7 +77,12 @@ class DemoSupervisor(Node):
                 return
             gap = None if self._last_chunk_time is None else now - self._last_chunk_time - CHUNK_SECONDS
             self._last_chunk_time = now
-            self.episode.chunks.append({"latency_s": now - stamp, "gap_s": gap})
+            # first/last targets: bench/realtime.py's boundary step |first(j+1) - last(j)|
+            points = [list(p.positions) for p in msg.points]
+            self.episode.chunks.append({"latency_s": now - stamp, "gap_s": gap, "first": points[0] if points else None,
+                                        "last": points[-1] if points else None,
+                                        "steps": [float(np.abs(np.subtract(b, a)).max())
+                                                  for a, b in zip(points, points[1:])]})
 
     def _on_command(self, msg: JointState) -> None:
         now = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
