@@ -47,7 +47,7 @@ def _close(node, context) -> None:
     ("observation_lead", 3, "observation_lead is 3 here, the checkpoint's is 0"),
 ])
 def test_parameters_contradicting_the_manifest_are_refused(tiny_policy, tmp_path, param, value, words) -> None:
-    with pytest.raises(ValueError, match="memorywam.json does not fit") as err:
+    with pytest.raises(ValueError, match=r"memorywam\.json does not fit") as err:
         _node(tiny_policy, tmp_path, **{param: value, "command_rate_hz": 20.0})
     assert words in str(err.value)
 

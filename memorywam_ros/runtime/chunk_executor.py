@@ -41,7 +41,7 @@ from enum import Enum
 
 import numpy as np
 
-__all__ = ["ChunkExecutor", "Phase", "Tick", "check_lead", "frame_rows", "observation_substeps", "obs_row"]
+__all__ = ["ChunkExecutor", "Phase", "Tick", "check_lead", "frame_rows", "obs_row", "observation_substeps"]
 
 
 class Phase(Enum):
