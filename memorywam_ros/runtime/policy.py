@@ -1,6 +1,6 @@
 """`Policy`: camera mosaics and joint states in, (16, 14) absolute joint targets out. No ROS.
 
-Observation protocol (paper App. A.1, DESIGN §1):
+Observation protocol (paper App. A.1, DESIGN §1; lead ℓ = 0 shown, see chunk_executor.frame_rows):
     policy.reset(instruction)                 # new episode: empty memory, fresh VAE stream
     policy.observe(first_mosaic[None], q)     # latent frame 0 is one image
     chunk = policy.act()                      # execute 16 steps, take mosaics after sub-steps 3, 7, 11, 15
