@@ -213,4 +213,5 @@ def export(
         random=False,
         image_size=tuple(meta["image_size"]),
         encoder_id=meta["instruction_encoder"],
+        observation_lead=meta.get("observation_lead", 0),
     )

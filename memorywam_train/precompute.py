@@ -2,7 +2,8 @@
 
     memorywam-precompute EPISODES_DIR --vae CKPT_DIR|VAE_DIR --out LATENTS_DIR
                          [--text-encoder UMT5_DIR | --random-text-dim D] [--text-len 128]
-                         [--device cuda] [--vae-dtype float32] [--latent-dtype float32] [--overwrite]
+                         [--observation-lead L] [--device cuda] [--vae-dtype float32]
+                         [--latent-dtype float32] [--overwrite]
 
 Alignment convention (the robot's observation protocol, DESIGN §1 / paper App. A.1)
 ----------------------------------------------------------------------------------
@@ -22,13 +23,35 @@ Hence, with OBS(j) = 16j the row of the last mosaic of latent frame j:
     proprio of latent frame j      = state[16j]                 (measured with its last mosaic)
     action chunk of latent frame j = action[16j .. 16j+15]      (what the robot executes next)
 
+Observation lead ℓ (`--observation-lead L`, control steps, 0 <= ℓ < 16; ℓ = 0 is the table
+above): the robot takes the mosaics of latent frame j+1 ℓ steps earlier, after sub-steps 3-ℓ,
+7-ℓ, 11-ℓ, 15-ℓ of chunk j, so that inference has ℓ·100 ms while the last ℓ commands of chunk j
+still run, and chunk j+1 starts on the tick after chunk j's last command (no hold). The table
+becomes, with OBS(j) = max(0, 16j-ℓ):
+
+    mosaics of latent frame 0      = row 0
+    mosaics of latent frame j >= 1 = rows max(0, 16(j-1)+4-ℓ), max(0, 16(j-1)+8-ℓ),
+                                          max(0, 16(j-1)+12-ℓ), 16j-ℓ
+    proprio of latent frame j      = state[OBS(j)]
+    action chunk of latent frame j = action[16j .. 16j+15]      (unchanged: no pause, no skip)
+
+e.g. ℓ = 3: frame 1 = rows 1, 5, 9, 13, frame 2 = rows 17, 21, 25, 29, proprio rows 0, 13, 29.
+Rows before the episode's first row repeat it: for ℓ >= 4 latent frame 1 starts with row 0 (once
+for 4 <= ℓ < 8, twice for 8 <= ℓ < 12, three times for ℓ >= 12; ℓ = 5: rows 0, 3, 7, 11), which on
+the robot is the episode's first observation again: it stood still until chunk 0 arrived.
+The rows are `memorywam_ros.runtime.chunk_executor.frame_rows(j, K, ℓ)`, the same function the
+node's ChunkExecutor samples with (test/test_runtime_realtime.py drives it tick by tick against
+this table); the checkpoint manifest records ℓ (`observation_lead`) and the node refuses a
+checkpoint whose ℓ its parameter contradicts.
+
 The numbers are for the robot's chunk of 16; `--chunk-size K` (a multiple of 4, the model's
-`action.chunk_size`) scales them: OBS(j) = Kj, mosaics after sub-steps K/4-1, 2K/4-1, 3K/4-1, K-1.
+`action.chunk_size`) scales them: OBS(j) = max(0, Kj-ℓ), mosaics after sub-steps K/4-1-ℓ, 2K/4-1-ℓ,
+3K/4-1-ℓ, K-1-ℓ (0 <= ℓ < K).
 
 An episode of T rows yields N = 1 + (T-1) // 16 latent frames (a frame needs all 4 of its
-mosaics; a trailing partial group is dropped). The last chunk(s) may run past row T-1: those
-steps repeat the last action (a hold, harmless to normalisation) and are False in `action_mask`,
-so the trainer ignores them.
+mosaics and the first command of its chunk; a trailing partial group is dropped). The last
+chunk(s) may run past row T-1: those steps repeat the last action (a hold, harmless to
+normalisation) and are False in `action_mask`, so the trainer ignores them.
 
 Every latent frame is encoded with `StreamingVAEEncoder`, one `encode` call per latent frame
 (1 mosaic, then 4), with the same causal cache the robot keeps: the training latents are the
@@ -39,7 +62,7 @@ Output layout
     LATENTS_DIR/<episode>.safetensors   tensors:
         latents       (N, 48, H/16, W/16) float32 (or bfloat16: --latent-dtype)
         mosaic_rows   (N, 4) int64  episode rows of each latent frame's mosaics (-1 = none: frame 0)
-        obs_rows      (N,)   int64  OBS(j) = 16j
+        obs_rows      (N,)   int64  OBS(j) = max(0, 16j-ℓ)
         actions       (N, 16, A) float32  raw (unnormalised) joint commands
         action_mask   (N, 16) bool        False where the chunk runs past the episode's end
         proprio       (N, S) float32      raw joint state at OBS(j)
@@ -47,7 +70,8 @@ Output layout
     LATENTS_DIR/instructions/           InstructionStore: umT5 embeddings, or random stand-ins
     LATENTS_DIR/vae/                    the VAE used (AutoencoderKLWan.save_pretrained) so the
                                         trainer's export ships exactly the encoder of the latents
-    LATENTS_DIR/precompute.json         image size, vae id, instruction encoder id, text length/dim
+    LATENTS_DIR/precompute.json         image size, vae id, instruction encoder id, text length/dim,
+                                        chunk size, observation lead (exported into the manifest)
 
 Random text embeddings (`--random-text-dim D`) are NOT a text encoder: each instruction gets
 seeded unit-normal vectors (`random_instruction_embeddings`), enough to tell instructions apart in
@@ -71,7 +95,8 @@ from typing import Any
 
 import numpy as np
 
-from memorywam_ros.runtime.chunk_executor import observation_substeps
+from memorywam_ros.runtime.chunk_executor import frame_rows, observation_substeps
+from memorywam_ros.runtime.chunk_executor import obs_row as _obs_row
 
 CHUNK = 16  # default actions per chunk = rows between two latent frames (the model's chunk_size)
 FORMAT = "memorywam-latents"
@@ -86,17 +111,16 @@ def num_latent_frames(num_rows: int, chunk: int = CHUNK) -> int:
     return 0 if num_rows < 1 else 1 + (num_rows - 1) // chunk
 
 
-def obs_row(j: int, chunk: int = CHUNK) -> int:
-    """Row of the last mosaic of latent frame j (where its proprio is measured)."""
-    return chunk * j
+def obs_row(j: int, chunk: int = CHUNK, lead: int = 0) -> int:
+    """Row of the last mosaic of latent frame j (where its proprio is measured): max(0, Kj - ℓ)."""
+    return _obs_row(j, chunk, lead)
 
 
-def mosaic_rows(j: int, chunk: int = CHUNK) -> list[int]:
+def mosaic_rows(j: int, chunk: int = CHUNK, lead: int = 0) -> list[int]:
     """Episode rows whose mosaics form latent frame j: [0] for j = 0, else the 4 rows observed
-    after sub-steps 3, 7, 11, 15 of chunk j-1 (chunk j-1 starts at row 16(j-1))."""
-    if j == 0:
-        return [0]
-    return [obs_row(j - 1, chunk) + k + 1 for k in observation_substeps(chunk)]
+    after sub-steps 3-ℓ, 7-ℓ, 11-ℓ, 15-ℓ of chunk j-1 (chunk j-1 starts at row 16(j-1); rows
+    before row 0 repeat row 0). The node's ChunkExecutor samples with the same `frame_rows`."""
+    return frame_rows(j, chunk, lead)
 
 
 def action_chunks(action: np.ndarray, n: int, chunk: int = CHUNK) -> tuple[np.ndarray, np.ndarray]:
@@ -108,7 +132,7 @@ def action_chunks(action: np.ndarray, n: int, chunk: int = CHUNK) -> tuple[np.nd
 
 # ---------------------------------------------------------------------------------- encoding
 def encode_episode(
-    reader: Any, encoder: Any, image_size: tuple[int, int], chunk: int = CHUNK
+    reader: Any, encoder: Any, image_size: tuple[int, int], chunk: int = CHUNK, lead: int = 0
 ) -> dict[str, np.ndarray]:
     """One episode -> the tensors of its latents file (see the module docstring)."""
     import torch
@@ -123,20 +147,21 @@ def encode_episode(
     encoder.reset()
     latents, rows_table = [], np.full((n, 4), -1, dtype=np.int64)
     for j in range(n):
-        rows = mosaic_rows(j, chunk)
+        rows = mosaic_rows(j, chunk, lead)
         rows_table[j, : len(rows)] = rows
         # one HDF5 chunk per image: reading only these rows touches 1/4 of the episode's frames
         images = {cam: [reader.images(cam, r, r + 1)[0] for r in rows] for cam in CAMERAS}
         mosaics = np.stack([compose_mosaic(*(images[c][i] for c in CAMERAS), *image_size) for i in range(len(rows))])
         latents.append(encoder.encode(mosaics)[:, 0].cpu())  # (C, h, w) float32
     actions, mask = action_chunks(reader.action, n, chunk)
+    obs = np.array([obs_row(j, chunk, lead) for j in range(n)], dtype=np.int64)
     return {
         "latents": torch.stack(latents).numpy(),
         "mosaic_rows": rows_table,
-        "obs_rows": np.arange(n, dtype=np.int64) * chunk,
+        "obs_rows": obs,
         "actions": actions,
         "action_mask": mask,
-        "proprio": reader.state[np.arange(n) * chunk].astype(np.float32),
+        "proprio": reader.state[obs].astype(np.float32),
     }
 
 
@@ -230,6 +255,7 @@ def precompute(
     progress: bool = True,
     chunk: int = CHUNK,
     image_size: tuple[int, int] | None = None,
+    observation_lead: int = 0,
 ) -> PrecomputeResult:
     import torch
     from diffusers import AutoencoderKLWan
@@ -247,16 +273,17 @@ def precompute(
     if not paths:
         raise FileNotFoundError(f"{episodes_dir}: no *.hdf5 episodes")
 
-    observation_substeps(chunk)  # validates the chunk size
+    observation_substeps(chunk, observation_lead)  # validates the chunk size and the lead
     vae_dir, vae_image_size = resolve_vae(Path(vae))
     image_size = tuple(image_size or vae_image_size)
     model = AutoencoderKLWan.from_pretrained(str(vae_dir), low_cpu_mem_usage=False)
     vae_id = vae_identity(model)
     meta_path = out / META_NAME
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    if meta and (meta.get("chunk_size"), meta.get("image_size")) != (chunk, list(image_size)) and not overwrite:
-        raise ValueError(f"{out} holds latents of chunk {meta.get('chunk_size')} / images {meta.get('image_size')}; "
-                         "use --overwrite")
+    layout = (meta.get("chunk_size"), meta.get("image_size"), meta.get("observation_lead", 0))
+    if meta and layout != (chunk, list(image_size), observation_lead) and not overwrite:
+        raise ValueError(f"{out} holds latents of chunk {layout[0]} / images {layout[1]} / observation lead "
+                         f"{layout[2]}; use --overwrite")
     if meta and meta.get("vae_id") != vae_id and not overwrite:
         raise ValueError(f"{out} holds latents of another VAE ({meta.get('vae_id', '?')[:16]}…); use --overwrite")
     if not (out / "vae" / "config.json").is_file() or meta.get("vae_id") != vae_id:
@@ -275,7 +302,7 @@ def precompute(
                 if target.is_file() and not overwrite:
                     result.skipped.append(target)
                     continue
-                arrays = encode_episode(reader, encoder, image_size, chunk)
+                arrays = encode_episode(reader, encoder, image_size, chunk, observation_lead)
                 metadata = {
                     "format": FORMAT,
                     "version": str(VERSION),
@@ -297,7 +324,8 @@ def precompute(
         "instruction_encoder": encoder_id,
         "text_len": text_len,
         "chunk_size": chunk,
-        "observation_substeps": list(observation_substeps(chunk)),
+        "observation_lead": observation_lead,
+        "observation_substeps": list(observation_substeps(chunk, observation_lead)),
     }
     tmp = meta_path.with_name(META_NAME + ".tmp")
     tmp.write_text(json.dumps(meta, indent=2) + "\n")
@@ -319,6 +347,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--vae-dtype", choices=("float32", "bfloat16"), default="float32")
     p.add_argument("--latent-dtype", choices=("float32", "bfloat16"), default="float32")
     p.add_argument("--chunk-size", type=int, default=CHUNK, help="actions per latent frame (the model's chunk_size)")
+    p.add_argument("--observation-lead", type=int, default=0, metavar="L",
+                   help="take each latent frame's mosaics L control steps early so inference has L*100 ms "
+                        "before its chunk is due (0 = the paper's protocol; see the alignment table)")
     p.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"),
                    help="mosaic size (default: the checkpoint's, else 384 320)")
     p.add_argument("--overwrite", action="store_true", help="re-encode episodes already done")
@@ -331,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = precompute(
         args.episodes, args.vae, args.out, args.text_encoder, args.random_text_dim, args.text_len, device,
         args.vae_dtype, args.latent_dtype, args.overwrite, not args.quiet, args.chunk_size,
-        tuple(args.image_size) if args.image_size else None,
+        tuple(args.image_size) if args.image_size else None, args.observation_lead,
     )
     for path, err in result.failed:
         print(f"FAILED {path}: {err}", file=sys.stderr)

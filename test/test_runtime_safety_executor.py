@@ -106,8 +106,8 @@ def test_refused_chunk_becomes_a_hold_chunk() -> None:
 def test_executor_rejects_bad_grids() -> None:
     with pytest.raises(ValueError):
         ChunkExecutor(substeps=0)
-    with pytest.raises(ValueError):
-        ChunkExecutor(observe_after=(3, 16))
+    with pytest.raises(ValueError, match="observation lead"):
+        ChunkExecutor(lead=16)  # inference would have to start before the chunk it follows
 
 
 def test_rolling_stats_and_rate_meter() -> None:

@@ -199,7 +199,12 @@ def test_chunk_size_scales_the_observation_protocol() -> None:
     # the node's executor samples on the same sub-steps for any chunk size (one shared definition)
     from memorywam_ros.runtime.chunk_executor import ChunkExecutor
 
-    assert sorted(ChunkExecutor(4)._sample_ticks.values()) == [0, 1, 2, 3]
+    ex = ChunkExecutor(4)
+    ex.restart_episode()
+    ex.tick(0.0)
+    ex.deliver(np.zeros((4, 1)), np.zeros(1))
+    # rows 1..4 = after sub-steps 0..3, sampled on the ticks of rows 1..4 (tick 1 commands row 0)
+    assert [i for i in range(1, 6) if ex.tick(float(i)).sample] == [2, 3, 4, 5]
 
 
 def test_model_overrides_merge_into_the_preset() -> None:

@@ -45,6 +45,8 @@ class Episode:
     commands: int = 0
     max_joint_motion: float = 0.0  # largest measured joint change from the episode's start (rad)
     violations: list[str] = field(default_factory=list)
+    # the policy's /diagnostics values before enabling and after disabling (bench/realtime.py)
+    diagnostics: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def _ros_environment() -> dict[str, str]:

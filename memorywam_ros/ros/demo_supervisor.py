@@ -7,11 +7,13 @@ Every streamed command is checked against the robot file's position and velocity
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from typing import Any
 
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
@@ -45,6 +47,8 @@ class DemoSupervisor(Node):
         self.create_subscription(JointState, f"{POLICY}/joint_command", self._on_command, 100, callback_group=group)
         self.create_subscription(JointState, "/joint_states", self._on_joints, qos_profile_sensor_data,
                                  callback_group=group)
+        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10, callback_group=group)
+        self.policy_status: tuple[float, dict[str, str]] | None = None  # (arrival, values)
         self.success = False
         self.joint_time = 0.0
         self.episode: Episode | None = None
@@ -56,6 +60,21 @@ class DemoSupervisor(Node):
     # --- callbacks (small: record, check) -------------------------------------------------------
     def _on_success(self, msg: Bool) -> None:
         self.success = bool(msg.data)
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for st in msg.status:
+            if st.name.endswith(": policy"):
+                self.policy_status = (time.monotonic(), {kv.key: kv.value for kv in st.values})
+
+    def _fresh_status(self, timeout: float = 3.0) -> dict[str, str]:
+        """The policy's next /diagnostics values (counters after everything so far)."""
+        asked = time.monotonic()
+        while time.monotonic() - asked < timeout:
+            status = self.policy_status
+            if status is not None and status[0] > asked:
+                return status[1]
+            time.sleep(0.05)
+        return {}
 
     def _on_joints(self, msg: JointState) -> None:
         self.joint_time = time.monotonic()
@@ -77,7 +96,12 @@ class DemoSupervisor(Node):
                 return
             gap = None if self._last_chunk_time is None else now - self._last_chunk_time - CHUNK_SECONDS
             self._last_chunk_time = now
-            self.episode.chunks.append({"latency_s": now - stamp, "gap_s": gap})
+            # first/last targets: bench/realtime.py's boundary step |first(j+1) - last(j)|
+            points = [list(p.positions) for p in msg.points]
+            self.episode.chunks.append({"latency_s": now - stamp, "gap_s": gap, "first": points[0] if points else None,
+                                        "last": points[-1] if points else None,
+                                        "steps": [float(np.abs(np.subtract(b, a)).max())
+                                                  for a, b in itertools.pairwise(points)]})
 
     def _on_command(self, msg: JointState) -> None:
         now = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
@@ -151,6 +175,7 @@ class DemoSupervisor(Node):
             self._last_command = None
             self._start_joints = None
             self.success = False
+        self.episode.diagnostics["start"] = self._fresh_status()
         # the node checks its own view of the joints (DDS may still be matching it to the simulator)
         deadline = time.monotonic() + 10.0
         ok, message = self.enable(True)
@@ -163,8 +188,10 @@ class DemoSupervisor(Node):
         while time.monotonic() - start < timeout and not self.success:
             time.sleep(0.05)
         self.enable(False)
+        diagnostics_end = self._fresh_status()
         with self.lock:
             episode, self.episode = self.episode, None
+        episode.diagnostics["end"] = diagnostics_end
         episode.success = self.success
         episode.duration_s = time.monotonic() - start
         return episode

@@ -49,7 +49,9 @@ def _ms(v: float | None) -> float | None:
 
 
 def publish_diagnostics(node: Any) -> None:
-    """The policy node's /diagnostics: state, latency, inter-chunk gap, cache, inputs."""
+    """The policy node's /diagnostics: state, latency, inter-chunk gap, deadline misses, hold ticks
+    per chunk and the margin (lead x control period - latency; p99: against the p99 latency), cache,
+    inputs."""
     now = node.now_s()
     lat, gap = node.stats["latency"], node.stats["gap"]
     level = {"disabled": "ok", "running": "ok", "holding": "warn", "error": "error"}[node.state]
@@ -68,10 +70,19 @@ def publish_diagnostics(node: Any) -> None:
     }
     for k, v in node.last_latency.items():
         values[f"model_{k}_ms"] = _ms(float(v))
+    hold, lead_s = node.stats["hold_ticks"], node.lead * node.step_s
     values.update({
         "chunk_gap_last_ms": _ms(gap.last),
         "chunk_gap_p50_ms": _ms(gap.percentile(50)),
         "chunk_gap_p99_ms": _ms(gap.percentile(99)),
+        # the lead schedule: inference has lead x control period before its chunk is due
+        "observation_lead": node.lead,
+        "deadline_misses": node.counters["deadline_misses"],
+        "hold_ticks_last": None if hold.last is None else int(hold.last),
+        "hold_ticks_p50": hold.percentile(50),
+        "hold_ticks_p99": hold.percentile(99),
+        "deadline_margin_last_ms": None if lat.last is None else _ms(lead_s - lat.last),
+        "deadline_margin_p99_ms": None if lat.percentile(99) is None else _ms(lead_s - lat.percentile(99)),
         "cache_bytes": node.cache_bytes,
         "command_rate_hz": node.command_meter.rate(now),
     })

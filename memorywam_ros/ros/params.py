@@ -37,6 +37,10 @@ PARAMETERS: dict[str, tuple[Any, str, bool, tuple[float, float] | None]] = {
                "chunk is not late", True, None),
     "autostart": (False, "enable as soon as joint state arrives (default: wait for ~/enable)", True, None),
     "control_rate_hz": (10.0, "rate of the chunk's steps; must match the training data", True, (1.0, 100.0)),
+    "observation_lead": (-1, "observation lead in control steps: the mosaics of the next latent frame are taken "
+                         "this many steps before the chunk ends, so inference has lead x 100 ms before the next "
+                         "chunk is due (no hold). Fixed by the training data: -1 = the checkpoint's "
+                         "(memorywam.json observation_lead); any other value must equal it", True, (-1, 15)),
     "command_rate_hz": (10.0, "rate of the streamed commands; an integer multiple of control_rate_hz "
                         "(higher: linear interpolation between targets)", True, (1.0, 1000.0)),
     "camera_source": ("topics", "topics (sensor_msgs Image/CompressedImage) or realsense (pyrealsense2)",

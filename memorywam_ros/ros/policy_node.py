@@ -39,7 +39,8 @@ from memorywam_ros.ros import conversions
 from memorywam_ros.ros.diagnostics import publish_diagnostics
 from memorywam_ros.ros.inputs import CameraInput, Frame, JointInputs
 from memorywam_ros.ros.params import CAMERA_NAMES, declare_parameters, resolve_robot_config
-from memorywam_ros.runtime.chunk_executor import ChunkExecutor
+from memorywam_ros.runtime.checkpoint import manifest_conflicts, manifest_lead
+from memorywam_ros.runtime.chunk_executor import ChunkExecutor, check_lead
 from memorywam_ros.runtime.inference_worker import InferenceWorker, Job, JobResult
 from memorywam_ros.runtime.node_stats import RateMeter, RollingStats
 from memorywam_ros.runtime.periodic import PeriodicThread
@@ -104,7 +105,8 @@ class PolicyNode(Node):
             raise ValueError("command_rate_hz must be an integer multiple of control_rate_hz")
         self.command_dt = self.step_s / substeps
         self.safety = SafetyFilter(JointLimits.from_robot(self.robot), self.command_dt)
-        self.executor_grid = ChunkExecutor(self.chunk_size, substeps)
+        self.lead = self._check_manifest(p)
+        self.executor_grid = ChunkExecutor(self.chunk_size, substeps, self.lead)
         self.timeouts = {"camera": p["camera_timeout_s"], "joint": p["joint_timeout_s"]}
 
         self._policy_lock = threading.Lock()
@@ -125,9 +127,11 @@ class PolicyNode(Node):
             "model": RollingStats(),
             "mosaic": RollingStats(),
             "gap": RollingStats(),
+            "hold_ticks": RollingStats(),  # per chunk with a deadline (ticks held past its due tick)
         }
         self.command_meter = RateMeter()
-        self.counters = {"chunks": 0, "rejected": 0, "errors": 0}
+        self.counters = {"chunks": 0, "rejected": 0, "errors": 0, "deadline_misses": 0}
+        self._lead_warned = False
         self.cache_bytes = int(getattr(self.policy, "cache_bytes", 0))
         self.last_latency: dict[str, float] = {}
 
@@ -197,6 +201,44 @@ class PolicyNode(Node):
     # -- helpers -----------------------------------------------------------------------------
     def now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
+
+    def _check_manifest(self, p: Any) -> int:
+        """The observation lead, after refusing a checkpoint whose manifest the parameters contradict
+        (control rate, lead, cameras, joints, chunk size): its model only means anything on the
+        grid it was trained on."""
+        manifest = getattr(self.policy, "manifest", None)
+        if manifest is None:  # an injected policy without a checkpoint directory (tests)
+            return check_lead(max(0, p["observation_lead"]), self.chunk_size)
+        lead = manifest_lead(manifest) if p["observation_lead"] < 0 else p["observation_lead"]
+        problems = manifest_conflicts(manifest, {
+            "control_rate_hz": p["control_rate_hz"],
+            "observation_lead": lead,
+            "cameras": list(CAMERA_NAMES),
+            "action_dim": self.robot.num_joints,
+            "chunk_size": self.chunk_size,
+        })
+        if problems:
+            where = getattr(self.policy, "directory", None) or p["model_path"]
+            raise ValueError(
+                f"checkpoint {where}/memorywam.json does not fit the node's parameters (control_rate_hz, "
+                f"observation_lead, robot_config {self.robot.name}): " + "; ".join(problems)
+            )
+        return check_lead(lead, self.chunk_size)
+
+    def _warn_if_lead_too_short(self) -> None:
+        """Once: p99 inference latency longer than the lead means chunks start late (hold ticks)."""
+        lat = self.stats["latency"]
+        p99 = lat.percentile(99)
+        if self._lead_warned or lat.count < 10 or p99 is None or p99 <= self.lead * self.step_s:
+            return
+        self._lead_warned = True
+        fit = math.ceil(p99 / self.step_s - 1e-9)
+        advice = (f"a checkpoint trained with observation_lead {fit} (memorywam-precompute --observation-lead "
+                  f"{fit}) would fit" if fit < self.chunk_size else "no lead fits: inference takes longer than a chunk")
+        self.get_logger().warning(
+            f"p99 inference latency {p99 * 1e3:.0f} ms exceeds the observation lead {self.lead} "
+            f"({self.lead * self.step_s * 1e3:.0f} ms): chunks start late and the arm holds; {advice}"
+        )
 
     def _initial_instruction(self, value: str) -> str:
         known = list(self.policy.instructions)
@@ -275,16 +317,20 @@ class PolicyNode(Node):
                 self._stalled = False
                 self.executor_grid.resume(self._hold_target())
                 self._set_state("running", "inputs back; holding for one chunk of fresh observations")
-            self._take_result()
+            if self.executor_grid.needs_chunk:  # checked against the joints it really starts from
+                self._take_result()
             tick = self.executor_grid.tick(now)
             if tick.gap is not None:
                 self.stats["gap"].add(tick.gap)
-            if tick.sample:
-                self._samples.append(self._capture())
+            if tick.hold_ticks is not None:
+                self.stats["hold_ticks"].add(tick.hold_ticks)
+                self.counters["deadline_misses"] += int(tick.hold_ticks > 0)
+            sample = self._capture() if tick.sample else None
+            self._samples.extend([sample] * tick.sample)
             if tick.submit:
                 instr, self._pending_instruction = self._pending_instruction, None
                 req = _Request(self._generation, self._samples, tick.first, instr)
-                self._samples = []
+                self._samples = [sample] * tick.carry  # rows before the first repeat it
                 self._worker.submit(Job(self._generation, req))
             self._publish_command(tick.target if tick.target is not None else self._hold_target())
 
@@ -446,6 +492,7 @@ class PolicyNode(Node):
 
     def _on_diagnostics(self) -> None:
         self._flush_log()
+        self._warn_if_lead_too_short()
         if self._autostart_pending and self.enable()[0]:
             self._autostart_pending = False
         publish_diagnostics(self)

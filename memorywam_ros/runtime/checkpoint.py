@@ -1,6 +1,7 @@
 """Complete checkpoint directories: everything the robot needs, in one folder.
 
-    DIR/memorywam.json       manifest: format, camera order, image size, chunk, control rate, memory
+    DIR/memorywam.json       manifest: format, camera order, image size, chunk, control rate,
+                             observation schedule (lead ℓ and sub-steps), memory
     DIR/model/               MemoryWAM weights + config (safetensors + config.json)
     DIR/vae/                 diffusers AutoencoderKLWan (Wan2.2 layout)
     DIR/normalization.json   state/action statistics
@@ -31,7 +32,7 @@ import torch
 from diffusers import AutoencoderKLWan
 
 from ..model import CheckpointError, MemoryWAM, MemoryWAMConfig
-from .chunk_executor import observation_substeps
+from .chunk_executor import check_lead, observation_substeps
 from .instructions import InstructionStore, random_instruction_embeddings
 from .normalization import DEFAULT_STD_FLOOR, ArrayStats, Normalizer
 from .vae import wan22_vae_config
@@ -53,7 +54,9 @@ class Checkpoint:
     instructions: InstructionStore
 
 
-def _manifest(config: MemoryWAMConfig, image_size: tuple[int, int], random: bool, encoder_id: str) -> dict[str, Any]:
+def _manifest(
+    config: MemoryWAMConfig, image_size: tuple[int, int], random: bool, encoder_id: str, lead: int
+) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -63,7 +66,9 @@ def _manifest(config: MemoryWAMConfig, image_size: tuple[int, int], random: bool
         "chunk_size": config.action.chunk_size,
         "action_dim": config.action.action_dim,
         "control_rate_hz": 10.0,
-        "observation_substeps": list(observation_substeps(config.action.chunk_size)),
+        # the schedule the training latents were taken with (memorywam-precompute --observation-lead)
+        "observation_lead": lead,
+        "observation_substeps": list(observation_substeps(config.action.chunk_size, lead)),
         "memory": dict(config.memory.__dict__),
         # embeddings of any other text encoder mean nothing to this model
         "instruction_encoder": encoder_id,
@@ -85,8 +90,11 @@ def write_checkpoint(
     random: bool = False,
     image_size: tuple[int, int] = (384, 320),
     encoder_id: str | None = None,
+    observation_lead: int = 0,
 ) -> Path:
     """Write a complete directory; `instructions` maps text -> (T, text_dim) embedding.
+
+    `observation_lead` is the ℓ the training latents were precomputed with (precompute.json).
 
     `encoder_id` names the text encoder the embeddings (and the training) came from
     (`instructions.encoder_identity`); later instructions must come from the same encoder.
@@ -101,7 +109,8 @@ def write_checkpoint(
         texts = list(instructions)
         store = InstructionStore(directory / "instructions")
         store.put(texts, torch.stack([instructions[t] for t in texts]), encoder_id)
-    manifest = _manifest(model.config, image_size, random, encoder_id)
+    manifest = _manifest(model.config, image_size, random, encoder_id, check_lead(observation_lead,
+                                                                                  model.config.action.chunk_size))
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return directory
 
@@ -156,6 +165,19 @@ def _check_fit(
             f"normalization dims (state {normalizer.state_dim}, action {normalizer.action_dim}) "
             f"!= model (proprio {config.action.proprio_dim}, action {config.action.action_dim})"
         )
+    if manifest.get("chunk_size") != config.action.chunk_size or manifest.get("action_dim") != config.action.action_dim:
+        problems.append(
+            f"manifest chunk {manifest.get('chunk_size')} x action {manifest.get('action_dim')} != model "
+            f"{config.action.chunk_size} x {config.action.action_dim}"
+        )
+    else:
+        try:
+            schedule = list(observation_substeps(config.action.chunk_size, manifest_lead(manifest)))
+            if manifest.get("observation_substeps", schedule) != schedule:
+                problems.append(f"manifest observation_substeps {manifest['observation_substeps']} != the "
+                                f"schedule of observation_lead {manifest_lead(manifest)}: {schedule}")
+        except ValueError as err:
+            problems.append(f"manifest {err}")
     if manifest.get("memory") != dict(config.memory.__dict__):
         problems.append(f"manifest memory settings {manifest.get('memory')} != model {config.memory}")
     eid = manifest.get("instruction_encoder")
@@ -171,6 +193,29 @@ def _check_fit(
         )
     if problems:
         raise CheckpointError(f"checkpoint {directory} parts do not fit: " + "; ".join(problems))
+
+
+def manifest_lead(manifest: dict[str, Any]) -> int:
+    """ℓ of a manifest; checkpoints written before the lead existed were trained with ℓ = 0."""
+    return manifest.get("observation_lead", 0)
+
+
+def manifest_conflicts(manifest: dict[str, Any], expected: dict[str, Any]) -> list[str]:
+    """What `expected` (the robot's settings: control_rate_hz, observation_lead, cameras,
+    action_dim, chunk_size; a value of None is not checked) contradicts in the manifest, one line
+    each. A checkpoint only means anything on the grid it was trained on: another rate, lead or
+    camera order would feed it observations at the wrong times or in the wrong places."""
+    have = dict(manifest, observation_lead=manifest_lead(manifest))
+    problems = []
+    for key, want in expected.items():
+        if want is None:
+            continue
+        got = have.get(key)
+        same = (got is not None and abs(float(got) - float(want)) < 1e-6) if key == "control_rate_hz" else (
+            got == (list(want) if isinstance(want, tuple) else want))
+        if not same:
+            problems.append(f"{key} is {want!r} here, the checkpoint's is {got!r}")
+    return problems
 
 
 def init_random(

@@ -1,22 +1,37 @@
 """Clock-free execution of 16-step action chunks on the control grid (no ROS, no threads).
 
 The node calls `tick(now)` once per command period; the executor answers what to command and when
-to take observations. Time only enters through `now` (for the inter-chunk gap), so tests drive it
-tick by tick.
+to take observations. Time only enters through `now` (for the hold time), so tests drive it tick
+by tick.
 
-Grid (paper App. A.1, DESIGN §1). With `substeps` command ticks per 0.1 s control step
-(command_rate_hz / control_rate_hz), chunk step k is reached at command tick (k+1)·substeps - 1,
-linearly interpolated from the previous target. The observation "after sub-step k" is taken at
-the start of tick (k+1)·substeps, i.e. when step k's target is due to be reached — for
-k = 3, 7, 11, 15 these are the 4 mosaics of the next latent frame. The last of them (k = 15)
-falls on the first tick after the chunk: its observation is submitted for inference and the
-executor holds (target None) until the next chunk is delivered. The time between that tick and the
-first command of the next chunk is the *inter-chunk gap*: zero is ideal; in this synchronous
-protocol it is the inference latency rounded up to the command period.
+Grid (paper App. A.1, DESIGN §1), in *rows*: row r is the r-th 0.1 s control step of an episode
+(the row of a recorded episode, see memorywam_train/precompute.py). Chunk c holds the commands of
+rows Kc .. Kc+K-1 (K = chunk size, 16). With `substeps` command ticks per control step
+(command_rate_hz / control_rate_hz), row r's target is reached on the last of its ticks, linearly
+interpolated from the previous target. The observation of row r ("after sub-step r-1") is taken on
+row r's first tick, before its command: the moment row r-1's target is due.
 
-A *hold chunk* (every target = the hold pose) keeps the sampling grid running while the robot
-stands still, e.g. after a refused chunk or after inputs came back from stale, so the model keeps
-receiving 4 mosaics per latent frame and the next chunk comes from fresh observations.
+Observation lead ℓ (`lead`, control steps, 0 <= ℓ < K; `observation_substeps`, `frame_rows`): the
+4 mosaics of latent frame j+1 are the observations after sub-steps K/4-1-ℓ, 2K/4-1-ℓ, 3K/4-1-ℓ,
+K-1-ℓ of chunk j (rows before the episode's first row repeat the first observation). The last
+one is submitted for inference, which then has ℓ control steps until chunk j+1 is due on the tick
+after chunk j's last command. ℓ = 0 is the paper's synchronous protocol: the last mosaic falls
+on the tick chunk j+1 is due, so the arm always holds for the inference latency.
+
+Deadline miss (the chunk is not delivered when due): the executor holds (target None) until it
+is, then starts it at step 0, and the whole grid — the next observations included — shifts by the
+hold. Step 0, not "the step that is due now": skipping steps would make the first command jump
+ahead of where the arm stands (the velocity clamp would then smear the jump) and would leave the
+observations of the next latent frame after sub-steps the arm never executed; starting at step 0
+keeps the executed rows and the observations exactly the training table's, the miss only inserts
+a pause (like ℓ = 0 always does). `Tick.hold_ticks` reports each chunk's hold.
+
+Episode start: the first observation (row 0) is latent frame 0 alone; chunk 0 waits for it (no
+deadline: the arm stands). After a stall (stale inputs, disable) the episode continues with a *hold
+chunk* (every target = the hold pose) as chunk 0 of a new segment: its rows restart at 0, the
+observation at the resume tick plays the episode's first observation for the clamped rows, and
+the model keeps receiving 4 mosaics per latent frame, so the next chunk comes from fresh
+observations. A refused chunk is executed as a hold chunk in its slot.
 """
 
 from __future__ import annotations
@@ -26,12 +41,12 @@ from enum import Enum
 
 import numpy as np
 
-__all__ = ["ChunkExecutor", "Phase", "Tick"]
+__all__ = ["ChunkExecutor", "Phase", "Tick", "check_lead", "frame_rows", "obs_row", "observation_substeps"]
 
 
 class Phase(Enum):
-    START = "start"  # episode start: sample one observation (the first mosaic alone) and submit it
-    WAITING = "waiting"  # inference in flight: hold
+    START = "start"  # episode start: the next tick samples the first observation and submits it
+    WAITING = "waiting"  # at a chunk boundary without a chunk: hold
     EXECUTING = "executing"
     STALLED = "stalled"  # aborted (stale input, disabled): hold, no sampling until resumed
 
@@ -39,50 +54,77 @@ class Phase(Enum):
 @dataclass
 class Tick:
     target: np.ndarray | None = None  # None: hold the last commanded target
-    sample: bool = False  # take an observation now (latest frame per camera + measured joints)
-    submit: bool = False  # the samples for the next inference are complete: run it
-    first: bool = False  # the submitted observation is an episode's first (one mosaic)
+    sample: int = 0  # take an observation now: this many copies of it join the forming latent frame
+    submit: bool = False  # the forming latent frame is complete: run inference on it
+    carry: int = 0  # after the submit: copies of this observation that open the next frame
+    first: bool = False  # the submitted frame is an episode's first (one mosaic)
     chunk_started: bool = False
-    gap: float | None = None  # seconds from the submit tick to this chunk's first command
+    hold_ticks: int | None = None  # ticks this chunk was held past its due tick (None: no deadline)
+    gap: float | None = None  # seconds from the tick this chunk was due to its first command
 
 
-def observation_substeps(chunk_size: int = 16) -> tuple[int, ...]:
-    """Sub-steps after which a mosaic is taken: 4 per chunk (the VAE's temporal compression), evenly
-    spaced, the last at the chunk's end: (3, 7, 11, 15) for 16, (0, 1, 2, 3) for 4. The one
-    definition shared by the node, the checkpoint manifest and latent precompute."""
+def check_lead(lead: int, chunk_size: int = 16) -> int:
+    """ℓ is a whole number of control steps, 0 <= ℓ < chunk size (inference of frame j+1 must start
+    after chunk j has started, so one model call runs at a time)."""
+    if isinstance(lead, bool) or int(lead) != lead or not 0 <= int(lead) < chunk_size:
+        raise ValueError(f"observation lead {lead!r} must be an integer in 0..{chunk_size - 1} (control steps)")
+    return int(lead)
+
+
+def observation_substeps(chunk_size: int = 16, lead: int = 0) -> tuple[int, ...]:
+    """Sub-steps of chunk j after which the mosaics of latent frame j+1 are taken: 4 per chunk (the
+    VAE's temporal compression), evenly spaced, the last ℓ steps before the chunk's end:
+    (3, 7, 11, 15) for 16 and ℓ = 0, (0, 1, 2, 3) for 4, (-2, 2, 6, 10) for ℓ = 5 (negative: the
+    previous chunk's sub-step 16+k, or before the episode's first row). The one definition shared
+    by the node, the checkpoint manifest and latent precompute."""
     if chunk_size % 4 or chunk_size < 4:
         raise ValueError(f"chunk size {chunk_size} must be a multiple of 4 (4 mosaics per latent frame)")
+    lead = check_lead(lead, chunk_size)
     stride = chunk_size // 4
-    return tuple(stride * (m + 1) - 1 for m in range(4))
+    return tuple(stride * (m + 1) - 1 - lead for m in range(4))
+
+
+def frame_rows(j: int, chunk_size: int = 16, lead: int = 0) -> list[int]:
+    """Rows whose observations form latent frame j: [0] for j = 0, else the rows observed after
+    `observation_substeps` of chunk j-1 (chunk j-1 starts at row K(j-1)); rows before the episode's
+    first row repeat it (row 0)."""
+    if j == 0:
+        return [0]
+    return [max(0, chunk_size * (j - 1) + k + 1) for k in observation_substeps(chunk_size, lead)]
+
+
+def obs_row(j: int, chunk_size: int = 16, lead: int = 0) -> int:
+    """Row of the last mosaic of latent frame j (its proprio): max(0, Kj - ℓ)."""
+    return frame_rows(j, chunk_size, lead)[-1]
 
 
 class ChunkExecutor:
-    def __init__(
-        self,
-        chunk_size: int = 16,
-        substeps: int = 1,
-        observe_after: tuple[int, ...] | None = None,
-    ) -> None:
-        if observe_after is None:
-            observe_after = observation_substeps(chunk_size)
+    def __init__(self, chunk_size: int = 16, substeps: int = 1, lead: int = 0) -> None:
         if substeps < 1:
             raise ValueError("substeps must be >= 1")
-        if not observe_after or sorted(observe_after) != list(observe_after):
-            raise ValueError("observe_after must be a non-empty ascending tuple")
-        if observe_after[-1] >= chunk_size or observe_after[0] < 0:
-            raise ValueError("observe_after indices must lie inside the chunk")
+        observation_substeps(chunk_size, lead)  # validates both
         self.chunk_size = chunk_size
         self.substeps = substeps
-        # tick index (from the chunk's first command) at which each observation is sampled
-        self._sample_ticks = {(k + 1) * substeps: k for k in observe_after}
-        self._submit_tick = (observe_after[-1] + 1) * substeps
+        self.lead = int(lead)
         self.phase = Phase.STALLED
+        self.episode_started = False
         self._chunk: np.ndarray | None = None
         self._start_pose: np.ndarray | None = None
         self._pending: tuple[np.ndarray, np.ndarray] | None = None
-        self._i = 0
-        self._submit_time: float | None = None
-        self.episode_started = False
+        self._new_segment(0)
+
+    def _new_segment(self, first_frame: int) -> None:
+        """Rows restart at 0; `first_frame` is the latent frame the segment's observations form
+        first (0 at an episode start, 1 after a stall: its chunk 0 is the hold chunk)."""
+        self._row = 0  # the row whose command is issued next
+        self._sub = 0  # tick within that row
+        self._chunk_index = 0  # chunk of the segment executing, or due next
+        self._observed_row = -1  # the row whose observation was taken (not again during a hold)
+        self._frame = first_frame
+        self._frame_rows = frame_rows(first_frame, self.chunk_size, self.lead)
+        self._due_time: float | None = None
+        self._hold_ticks = 0
+        self._chunk = None
 
     # -- control from the node -------------------------------------------------------------
     def restart_episode(self) -> None:
@@ -90,8 +132,7 @@ class ChunkExecutor:
         self.phase = Phase.START
         self.episode_started = False
         self._pending = None
-        self._chunk = None
-        self._submit_time = None
+        self._new_segment(0)
 
     def stall(self) -> None:
         """Abort the current chunk and stop sampling (inputs stale, disabled, error)."""
@@ -99,20 +140,22 @@ class ChunkExecutor:
             self.phase = Phase.STALLED
         self._pending = None
         self._chunk = None
-        self._submit_time = None
 
     def resume(self, hold_pose: np.ndarray) -> None:
         """Leave STALLED: an episode that has begun continues with a hold chunk, else starts."""
         if self.phase is not Phase.STALLED:
             return
         if self.episode_started:
+            self._new_segment(1)
             self.deliver_hold(hold_pose)
-            self._start_pending()
+            self.phase = Phase.WAITING  # the next tick starts the hold chunk (no deadline)
         else:
             self.restart_episode()
 
     def deliver(self, chunk: np.ndarray, start_pose: np.ndarray) -> None:
-        """A checked chunk: executed from the next tick, interpolating from `start_pose`."""
+        """A checked chunk, started at the next chunk boundary (now if the executor is waiting);
+        its first step interpolates from `start_pose` (the node delivers when `needs_chunk`, with
+        its last command)."""
         self._pending = (np.asarray(chunk, dtype=np.float64), np.asarray(start_pose, dtype=np.float64))
 
     def deliver_hold(self, hold_pose: np.ndarray, start_pose: np.ndarray | None = None) -> None:
@@ -120,24 +163,49 @@ class ChunkExecutor:
         self.deliver(np.tile(pose, (self.chunk_size, 1)), pose if start_pose is None else start_pose)
 
     @property
+    def needs_chunk(self) -> bool:
+        """The next tick is a chunk boundary without a chunk: the node delivers the next result now
+        (its safety check then sees the joints the chunk really starts from)."""
+        return self.phase in (Phase.START, Phase.WAITING, Phase.EXECUTING) and self._chunk is None
+
+    @property
     def executing_hold(self) -> bool:
         return self._chunk is not None and bool(np.all(self._chunk == self._chunk[0]))
 
     # -- the grid --------------------------------------------------------------------------
-    def _start_pending(self) -> bool:
+    def _observe(self, row: int, out: Tick) -> None:
+        if self._observed_row == row:
+            return
+        self._observed_row = row
+        out.sample = self._frame_rows.count(row)
+        if out.sample and self._frame_rows[-1] == row:
+            out.submit, out.first = True, self._frame == 0
+            self._frame += 1
+            self._frame_rows = frame_rows(self._frame, self.chunk_size, self.lead)
+            out.carry = self._frame_rows.count(row)
+
+    def _start_pending(self, out: Tick, now: float) -> bool:
+        if self._due_time is None:
+            self._due_time = now
         if self._pending is None:
+            self._hold_ticks += 1
             return False
-        self._chunk, self._start_pose = self._pending
+        chunk, start_pose = self._pending
         self._pending = None
-        self._i = 0
+        self._chunk, self._start_pose = chunk, start_pose
+        out.chunk_started = True
+        out.gap = max(0.0, now - self._due_time)
+        # chunk 0 of a segment has no deadline: the episode's first inference, or the hold chunk
+        out.hold_ticks = self._hold_ticks if self._chunk_index > 0 else None
+        self._due_time, self._hold_ticks = None, 0
         self.phase = Phase.EXECUTING
         return True
 
-    def _target(self, i: int) -> np.ndarray:
+    def _target(self) -> np.ndarray:
         assert self._chunk is not None and self._start_pose is not None
-        k, j = divmod(i, self.substeps)
+        k = self._row - self._chunk_index * self.chunk_size
         prev = self._start_pose if k == 0 else self._chunk[k - 1]
-        a = (j + 1) / self.substeps
+        a = (self._sub + 1) / self.substeps
         return prev + (self._chunk[k] - prev) * a
 
     def tick(self, now: float) -> Tick:
@@ -147,24 +215,15 @@ class ChunkExecutor:
         if self.phase is Phase.START:
             self.phase = Phase.WAITING
             self.episode_started = True
-            self._submit_time = now
-            return Tick(sample=True, submit=True, first=True)
-        if self.phase is Phase.WAITING:
-            if not self._start_pending():
-                return out
-            out.chunk_started = True
-            if self._submit_time is not None:
-                out.gap = max(0.0, now - self._submit_time)
-        i = self._i
-        if i in self._sample_ticks:
-            out.sample = True
-            if i == self._submit_tick:
-                out.submit = True
-        if i < self.chunk_size * self.substeps:
-            out.target = self._target(i)
-        self._i += 1
-        if out.submit:
+        if self._sub == 0:
+            self._observe(self._row, out)
+        if self._chunk is None and not self._start_pending(out, now):
             self.phase = Phase.WAITING
-            self._chunk = None
-            self._submit_time = now
+            return out
+        out.target = self._target()
+        self._sub += 1
+        if self._sub == self.substeps:
+            self._sub, self._row = 0, self._row + 1
+            if self._row == (self._chunk_index + 1) * self.chunk_size:  # chunk done: the next is due
+                self._chunk, self._chunk_index = None, self._chunk_index + 1
         return out

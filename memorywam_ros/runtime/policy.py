@@ -1,6 +1,6 @@
 """`Policy`: camera mosaics and joint states in, (16, 14) absolute joint targets out. No ROS.
 
-Observation protocol (paper App. A.1, DESIGN §1):
+Observation protocol (paper App. A.1, DESIGN §1; lead ℓ = 0 shown, see chunk_executor.frame_rows):
     policy.reset(instruction)                 # new episode: empty memory, fresh VAE stream
     policy.observe(first_mosaic[None], q)     # latent frame 0 is one image
     chunk = policy.act()                      # execute 16 steps, take mosaics after sub-steps 3, 7, 11, 15
@@ -54,6 +54,8 @@ class Policy:
         self._proprio: torch.Tensor | None = None
         self._generator: torch.Generator | None = None
         self.instruction: str | None = None
+        self.manifest: dict | None = None  # the checkpoint's memorywam.json (from_pretrained)
+        self.directory: Path | None = None
 
     @classmethod
     def from_pretrained(
@@ -70,7 +72,7 @@ class Policy:
             dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         ckpt: Checkpoint = load_checkpoint(directory, device=device, dtype=dtype)
         vae = StreamingVAEEncoder(ckpt.vae)
-        return cls(
+        policy = cls(
             ckpt.model,
             vae,
             ckpt.normalizer,
@@ -80,6 +82,9 @@ class Policy:
             num_steps=num_steps,
             seed=seed,
         )
+        policy.manifest = ckpt.manifest  # what the node checks its parameters against
+        policy.directory = ckpt.directory
+        return policy
 
     # --- episode ---------------------------------------------------------------------------------
     @property
