@@ -101,7 +101,7 @@ class _VideoFile:
         """Encode one episode's frames; returns (chunk, file, from_timestamp, to_timestamp)."""
         import av
 
-        if self._container is not None and self.path.stat().st_size >= self.limit_bytes:
+        if self._container is not None and self.path.exists() and self.path.stat().st_size >= self.limit_bytes:
             self.close()
             self.file_number += 1
         if self._container is None:
