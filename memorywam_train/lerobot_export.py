@@ -29,6 +29,7 @@ is written into a hidden sibling folder and renamed into place when complete.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shutil
 import sys
@@ -91,7 +92,8 @@ class _VideoFile:
         chunk, file = self.where()
         self.path = self.root / V30_VIDEO_PATH.format(video_key=self.key, chunk_index=chunk, file_index=file)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._container = av.open(str(self.path), "w")
+        # moov atom first, as LeRobot writes its files: players and decoders start without seeking
+        self._container = av.open(str(self.path), "w", options={"movflags": "faststart"})
         self._stream = self._container.add_stream(self.vcodec, rate=self.fps, options=self.options)
         self._stream.pix_fmt = "yuv420p"
         self._stream.height, self._stream.width = self.size
@@ -174,7 +176,7 @@ def _segments(stamps: np.ndarray, rate: float) -> list[tuple[int, int]]:
     """Gap-free runs [start, stop) of a grid: a step longer than 1.5 periods starts a new run."""
     cuts = np.flatnonzero(np.diff(stamps) > 1.5e9 / rate) + 1
     bounds = [0, *cuts.tolist(), int(stamps.size)]
-    return list(zip(bounds[:-1], bounds[1:]))
+    return list(itertools.pairwise(bounds))
 
 
 def _check(readers: list[EpisodeReader]) -> tuple[int, int, dict[str, tuple[int, int]]]:

@@ -192,7 +192,8 @@ def _plan_episode(
         if not isinstance(arr, np.ndarray) or arr.ndim != 2 or arr.shape[1] != width:
             got = arr.shape if isinstance(arr, np.ndarray) else type(arr).__name__
             raise LeRobotImportError(
-                f"{ep.data_path}: {sel.key} of episode {ep.index} has shape {got}, info.json says width {width} ({name})"
+                f"{ep.data_path}: {sel.key} of episode {ep.index} has shape {got}, "
+                f"info.json says width {width} ({name})"
             )
     stamps = np.round(np.asarray(data["timestamp"], dtype=np.float64) * NS).astype(np.int64)
     if stamps.size == 0:

@@ -70,8 +70,13 @@ def _features(spec: Spec) -> dict:
     names = {"motors": ALOHA_MOTORS} if spec.state_width == 14 else None
     feats["observation.state"] = {"dtype": "float32", "shape": [spec.state_width], "names": names}
     feats["action"] = {"dtype": "float32", "shape": [spec.state_width], "names": names}
-    for k, d in (("timestamp", "float32"), ("frame_index", "int64"), ("episode_index", "int64"), ("index", "int64"),
-                 ("task_index", "int64")):
+    for k, d in (
+        ("timestamp", "float32"),
+        ("frame_index", "int64"),
+        ("episode_index", "int64"),
+        ("index", "int64"),
+        ("task_index", "int64"),
+    ):
         feats[k] = {"dtype": d, "shape": [1], "names": None}
     return feats
 
@@ -97,8 +102,15 @@ def _rows(spec: Spec, e: int, start: int) -> pa.Table:
             "task_index": pa.array(np.full(n, e % len(spec.tasks), dtype=np.int64)),
         },
         schema=pa.schema(
-            [("observation.state", vec), ("action", vec), ("timestamp", pa.float32()), ("frame_index", pa.int64()),
-             ("episode_index", pa.int64()), ("index", pa.int64()), ("task_index", pa.int64())]
+            [
+                ("observation.state", vec),
+                ("action", vec),
+                ("timestamp", pa.float32()),
+                ("frame_index", pa.int64()),
+                ("episode_index", pa.int64()),
+                ("index", pa.int64()),
+                ("task_index", pa.int64()),
+            ]
         ),
     )
 
@@ -152,29 +164,49 @@ def write_v30(root: Path, spec: Spec) -> Path:
         start += tables[-1].num_rows
     (root / "data/chunk-000").mkdir(parents=True)
     pq.write_table(pa.concat_tables(tables), root / "data/chunk-000/file-000.parquet")
-    spans = {c: _encode(root / f"videos/{spec.key(c)}/chunk-000/file-000.mp4", spec, k, eps)
-             for k, c in enumerate(spec.cams)}
+    spans = {
+        c: _encode(root / f"videos/{spec.key(c)}/chunk-000/file-000.mp4", spec, k, eps) for k, c in enumerate(spec.cams)
+    }
     rows, start = [], 0
     for e in eps:
         n = tables[e].num_rows
-        row = {"episode_index": e, "tasks": [spec.tasks[e % len(spec.tasks)]], "length": n,
-               "data/chunk_index": 0, "data/file_index": 0, "dataset_from_index": start, "dataset_to_index": start + n}
+        row = {
+            "episode_index": e,
+            "tasks": [spec.tasks[e % len(spec.tasks)]],
+            "length": n,
+            "data/chunk_index": 0,
+            "data/file_index": 0,
+            "dataset_from_index": start,
+            "dataset_to_index": start + n,
+        }
         for c in spec.cams:
-            row.update({f"videos/{spec.key(c)}/chunk_index": 0, f"videos/{spec.key(c)}/file_index": 0,
-                        f"videos/{spec.key(c)}/from_timestamp": spans[c][e][0],
-                        f"videos/{spec.key(c)}/to_timestamp": spans[c][e][1]})
-        row.update({"stats/action/mean": [0.0] * spec.state_width,
-                    "meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0})
+            row.update(
+                {
+                    f"videos/{spec.key(c)}/chunk_index": 0,
+                    f"videos/{spec.key(c)}/file_index": 0,
+                    f"videos/{spec.key(c)}/from_timestamp": spans[c][e][0],
+                    f"videos/{spec.key(c)}/to_timestamp": spans[c][e][1],
+                }
+            )
+        row.update(
+            {
+                "stats/action/mean": [0.0] * spec.state_width,
+                "meta/episodes/chunk_index": 0,
+                "meta/episodes/file_index": 0,
+            }
+        )
         rows.append(row)
         start += n
     (root / "meta/episodes/chunk-000").mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist(rows), root / "meta/episodes/chunk-000/file-000.parquet")
     # tasks.parquet as pandas' DataFrame({"task_index": ...}, index=tasks).to_parquet() writes it
     pandas_meta = {"index_columns": ["__index_level_0__"], "column_indexes": [], "columns": []}
-    tasks = pa.table({"task_index": pa.array(range(len(spec.tasks)), pa.int64()),
-                      "__index_level_0__": pa.array(list(spec.tasks))})
-    pq.write_table(tasks.replace_schema_metadata({b"pandas": json.dumps(pandas_meta).encode()}),
-                   root / "meta/tasks.parquet")
+    tasks = pa.table(
+        {"task_index": pa.array(range(len(spec.tasks)), pa.int64()), "__index_level_0__": pa.array(list(spec.tasks))}
+    )
+    pq.write_table(
+        tasks.replace_schema_metadata({b"pandas": json.dumps(pandas_meta).encode()}), root / "meta/tasks.parquet"
+    )
     (root / "meta/info.json").write_text(json.dumps(_info(spec, "v3.0", start), indent=4))
     return root
 
@@ -188,8 +220,9 @@ def write_v21(root: Path, spec: Spec) -> Path:
         pq.write_table(t, root / f"data/chunk-000/episode_{e:06d}.parquet")
         for k, c in enumerate(spec.cams):
             _encode(root / f"videos/chunk-000/{spec.key(c)}/episode_{e:06d}.mp4", spec, k, [e])
-        eps_lines.append(json.dumps({"episode_index": e, "tasks": [spec.tasks[e % len(spec.tasks)]],
-                                     "length": t.num_rows}))
+        eps_lines.append(
+            json.dumps({"episode_index": e, "tasks": [spec.tasks[e % len(spec.tasks)]], "length": t.num_rows})
+        )
         start += t.num_rows
     (root / "meta/episodes.jsonl").write_text("\n".join(eps_lines) + "\n")
     (root / "meta/tasks.jsonl").write_text(

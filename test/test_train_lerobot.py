@@ -12,22 +12,18 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
+from lerobot_helpers import ALOHA_CAMS, Spec, frame_rgb, red_of, state_of, write_v21, write_v30
+from train_bag_helpers import BagSpec, config_dict, write_bag
 
-pytest.importorskip("pyarrow", reason="pyarrow (a memorywam_ros dependency) not installed")
-pytest.importorskip("av", reason="av (PyAV, a memorywam_ros dependency) not installed")
-
-import pyarrow.parquet as pq  # noqa: E402
-from lerobot_helpers import ALOHA_CAMS, Spec, frame_rgb, red_of, state_of, write_v21, write_v30  # noqa: E402
-from train_bag_helpers import BagSpec, config_dict, write_bag  # noqa: E402
-
-from memorywam_train.config import ConfigError, config_from_dict  # noqa: E402
-from memorywam_train.convert import convert_bag  # noqa: E402
-from memorywam_train.episodes import CAMERAS, read_episode, write_episode  # noqa: E402
-from memorywam_train.lerobot_export import export_episodes  # noqa: E402
-from memorywam_train.lerobot_export import main as export_main  # noqa: E402
-from memorywam_train.lerobot_import import CONFIG_DIR, load_mapping, mapping_from_dict  # noqa: E402
-from memorywam_train.lerobot_import import main as import_main  # noqa: E402
+from memorywam_train.config import ConfigError, config_from_dict
+from memorywam_train.convert import convert_bag
+from memorywam_train.episodes import CAMERAS, read_episode, write_episode
+from memorywam_train.lerobot_export import export_episodes
+from memorywam_train.lerobot_export import main as export_main
+from memorywam_train.lerobot_import import CONFIG_DIR, load_mapping, mapping_from_dict
+from memorywam_train.lerobot_import import main as import_main
 
 WRITERS = {"v2.1": write_v21, "v3.0": write_v30}
 # our camera -> index of the ALOHA camera feeding it in config/lerobot_aloha.yaml (green = 40 + 60 k)
@@ -116,17 +112,27 @@ def test_bad_input_is_one_error_and_writes_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str, message: str
 ) -> None:
     spec = Spec(fps=30, lengths=(31, 16), state_width=12 if damage == "state too narrow" else 14)
-    root = write_v21(tmp_path / "ds", spec) if damage == "video shorter than its episode" else write_v30(
-        tmp_path / "ds", spec
+    root = (
+        write_v21(tmp_path / "ds", spec)
+        if damage == "video shorter than its episode"
+        else write_v30(tmp_path / "ds", spec)
     )
     args = [str(root), "--out", str(tmp_path / "out")]
     videos = sorted(root.glob("videos/**/*.mp4"))
     if damage == "missing video":
         videos[0].unlink()
     elif damage == "unknown key":
-        args += ["--mapping", _bad_mapping(tmp_path, cameras={"head": "observation.images.nope",
-                                                               "left_wrist": "observation.images.cam_high",
-                                                               "right_wrist": "observation.images.cam_high"})]
+        args += [
+            "--mapping",
+            _bad_mapping(
+                tmp_path,
+                cameras={
+                    "head": "observation.images.nope",
+                    "left_wrist": "observation.images.cam_high",
+                    "right_wrist": "observation.images.cam_high",
+                },
+            ),
+        ]
     elif damage == "state too narrow":
         args += ["--mapping", _bad_mapping(tmp_path)]
     elif damage == "rows narrower than info.json":
@@ -141,7 +147,9 @@ def test_bad_input_is_one_error_and_writes_nothing(
         _truncate(root / "videos/observation.images.cam_left_wrist/chunk-000/file-000.mp4", 0.6)
     elif damage == "video shorter than its episode":  # episode 0 (31 frames) gets episode 1's 16-frame video
         key = "observation.images.cam_high"
-        shutil.copy(root / f"videos/chunk-000/{key}/episode_000001.mp4", root / f"videos/chunk-000/{key}/episode_000000.mp4")
+        shutil.copy(
+            root / f"videos/chunk-000/{key}/episode_000001.mp4", root / f"videos/chunk-000/{key}/episode_000000.mp4"
+        )
     elif damage == "no instruction anywhere":
         info = json.loads((root / "meta/info.json").read_text())
         rows = pq.read_table(root / "meta/episodes/chunk-000/file-000.parquet").to_pylist()
@@ -164,13 +172,13 @@ def test_mapping_validation_and_shipped_mappings() -> None:
         m = load_mapping(CONFIG_DIR / name)
         assert set(m.cameras) == set(CAMERAS) and m.control_rate_hz == 10.0
     base = {"cameras": {c: "k" for c in CAMERAS}}
-    with pytest.raises(ConfigError, match="state.names"):
+    with pytest.raises(ConfigError, match=r"state\.names"):
         mapping_from_dict({**base, "state": {"names": "left_waist"}})
     with pytest.raises(ConfigError, match="13 columns selected"):
         mapping_from_dict({**base, "state": {"indices": list(range(13))}})
     with pytest.raises(ConfigError, match="camera_max_age: unknown key"):
         mapping_from_dict({**base, "camera_max_age": 0.1})
-    with pytest.raises(ConfigError, match="cameras.right_wrist: required"):
+    with pytest.raises(ConfigError, match=r"cameras\.right_wrist: required"):
         mapping_from_dict({"cameras": {"head": "a", "left_wrist": "b"}})
 
 
@@ -211,7 +219,9 @@ def _episode(path: Path, t: int, text: str, hw: tuple[int, int] = (32, 48), stam
     imgs = {c: np.stack([frame_rgb(k, 0, i)[: hw[0], : hw[1]] for i in range(t)]) for k, c in enumerate(CAMERAS)}
     state = np.arange(t * 14, dtype=np.float32).reshape(t, 14)
     stamps = np.arange(t, dtype=np.int64) * 100_000_000 if stamps is None else stamps
-    write_episode(path, imgs, state, state + 1, stamps, {"instruction": text, "source": "test", "control_rate_hz": 10.0})
+    write_episode(
+        path, imgs, state, state + 1, stamps, {"instruction": text, "source": "test", "control_rate_hz": 10.0}
+    )
 
 
 def test_export_splits_gaps_and_shares_tasks(tmp_path: Path) -> None:
@@ -247,7 +257,9 @@ def test_export_bad_input_writes_nothing(tmp_path: Path, capsys: pytest.CaptureF
         (out / "keep.txt").write_text("mine")
     assert export_main([str(tmp_path / "eps"), "--out", str(out), "--vcodec", "h264"]) == 1
     err = " ".join(capsys.readouterr().err.split())
-    assert {"image sizes differ": "one shape", "odd image size": "even sizes", "output exists": "exists"}[problem] in err
+    assert {"image sizes differ": "one shape", "odd image size": "even sizes", "output exists": "exists"}[
+        problem
+    ] in err
     if problem == "output exists":
         assert [p.name for p in out.iterdir()] == ["keep.txt"]
     else:
