@@ -112,11 +112,10 @@ def test_bad_input_is_one_error_and_writes_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str, message: str
 ) -> None:
     spec = Spec(fps=30, lengths=(31, 16), state_width=12 if damage == "state too narrow" else 14)
-    root = (
-        write_v21(tmp_path / "ds", spec)
-        if damage == "video shorter than its episode"
-        else write_v30(tmp_path / "ds", spec)
-    )
+    # v2.1 where the damage is in one episode's own file: episode 0 is fine and converts first,
+    # so these also check that a late failure leaves nothing behind
+    per_episode = damage in ("video shorter than its episode", "damaged parquet")
+    root = (write_v21 if per_episode else write_v30)(tmp_path / "ds", spec)
     args = [str(root), "--out", str(tmp_path / "out")]
     videos = sorted(root.glob("videos/**/*.mp4"))
     if damage == "missing video":
@@ -142,13 +141,16 @@ def test_bad_input_is_one_error_and_writes_nothing(
         (root / "meta/info.json").write_text(json.dumps(info))  # still says 14
         args += ["--mapping", _bad_mapping(tmp_path)]
     elif damage == "damaged parquet":
-        _truncate(root / "data/chunk-000/file-000.parquet", 0.5)
+        _truncate(root / "data/chunk-000/episode_000001.parquet", 0.5)
     elif damage == "truncated mp4":
         _truncate(root / "videos/observation.images.cam_left_wrist/chunk-000/file-000.mp4", 0.6)
-    elif damage == "video shorter than its episode":  # episode 0 (31 frames) gets episode 1's 16-frame video
+    elif damage == "video shorter than its episode":  # episode 1's video cut to its first 9 frames
         key = "observation.images.cam_high"
+        short = Spec(fps=30, lengths=(31, 9))
+        write_v21(tmp_path / "short", short)
         shutil.copy(
-            root / f"videos/chunk-000/{key}/episode_000001.mp4", root / f"videos/chunk-000/{key}/episode_000000.mp4"
+            tmp_path / f"short/videos/chunk-000/{key}/episode_000001.mp4",
+            root / f"videos/chunk-000/{key}/episode_000001.mp4",
         )
     elif damage == "no instruction anywhere":
         info = json.loads((root / "meta/info.json").read_text())
