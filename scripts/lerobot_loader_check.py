@@ -1,7 +1,19 @@
 """Check our LeRobot import/export against LeRobot's own code (run in a venv WITH `lerobot`).
 
 Not a CI test: `lerobot` 0.4.4 (the newest for Python 3.11) pins torch<2.11 and cannot live in
-our venv (torch 2.13). In a separate venv (README, "LeRobot datasets") it does two things:
+our venv (torch 2.13). A separate venv that held it here (x86_64, Python 3.11; torch 2.14.1 and
+torchvision 0.29.1 lie on the build machines' disk, so nothing multi-GB is downloaded; lerobot is
+installed without its pins, so this is LeRobot's own code, with a newer torch than it asks for):
+
+    python3 -m venv /tmp/lerobot-venv && P=/tmp/lerobot-venv/bin/python
+    $P -m pip install torch==2.14.1 torchvision==0.29.1
+    $P -m pip install --no-deps lerobot==0.4.4 torchcodec==0.14.0
+    $P -m pip install "datasets>=4,<5" "huggingface-hub>=0.34.2,<0.36" "av>=15,<16" "jsonlines>=4,<5" \
+        draccus==0.10.0 "einops>=0.8,<0.9" "deepdiff>=7,<9" termcolor imageio pandas pyarrow accelerate h5py
+    apt-get install libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 libavdevice59 libavfilter8
+    HF_HUB_OFFLINE=1 $P scripts/lerobot_loader_check.py ...
+
+It does two things:
 
     python scripts/lerobot_loader_check.py create OUT_DIR [--fps 30] [--episodes 2] [--frames 31]
         LeRobot's own writer (LeRobotDataset.create / add_frame / save_episode / finalize) makes
