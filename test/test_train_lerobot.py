@@ -267,3 +267,29 @@ def test_export_bad_input_writes_nothing(tmp_path: Path, capsys: pytest.CaptureF
     else:
         assert not out.exists()
     assert not list(tmp_path.glob(".lr.partial"))
+
+
+def test_image_features_stored_in_the_parquet(tmp_path: Path) -> None:
+    # dtype "image": PNG bytes in a {bytes, path} struct column (LeRobot's datasets.Image), no MP4
+    import io
+
+    import pyarrow as pa
+    from PIL import Image
+
+    spec = Spec(fps=30, lengths=(16,), cams=ALOHA_CAMS[1:3], tasks=("t",))
+    root = write_v30(tmp_path / "ds", spec)
+    data = pq.read_table(root / "data/chunk-000/file-000.parquet")
+    cells = []
+    for i in range(data.num_rows):
+        buf = io.BytesIO()
+        Image.fromarray(frame_rgb(0, 0, i)).save(buf, format="PNG")
+        cells.append({"bytes": buf.getvalue(), "path": None})
+    key = "observation.images.cam_high"
+    pq.write_table(data.append_column(key, pa.array(cells)), root / "data/chunk-000/file-000.parquet")
+    info = json.loads((root / "meta/info.json").read_text())
+    info["features"][key] = {"dtype": "image", "shape": [64, 64, 3], "names": ["height", "width", "channels"]}
+    (root / "meta/info.json").write_text(json.dumps(info))
+    assert import_main([str(root), "--out", str(tmp_path / "out")]) == 0
+    ep = read_episode(tmp_path / "out" / "ds_ep000000.hdf5")
+    picked = np.arange(0, 16, 3)
+    np.testing.assert_array_equal(ep.images["head"][:, 0, 0], [frame_rgb(0, 0, i)[0, 0] for i in picked])  # lossless
