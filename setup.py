@@ -38,6 +38,10 @@ setup(
         "tensorboard>=2.14",
         "matplotlib>=3.7",
         "sentencepiece>=0.1.99",
+        # LeRobot datasets in/out (memorywam-import-lerobot / -export-lerobot): parquet and MP4
+        # read and written directly, since `lerobot` itself pins an older torch (README)
+        "pyarrow>=14",
+        "av>=12",
     ],
     extras_require={
         "dev": ["pytest>=7.4", "ruff>=0.6"],
@@ -61,6 +65,8 @@ setup(
             "memorywam-sim-demos = memorywam_ros.sim.demos:main",
             "memorywam-convert = memorywam_train.convert:main",
             "memorywam-import-robotwin = memorywam_train.robotwin:main",
+            "memorywam-import-lerobot = memorywam_train.lerobot_import:main",
+            "memorywam-export-lerobot = memorywam_train.lerobot_export:main",
             "memorywam-precompute = memorywam_train.precompute:main",
             "memorywam-train = memorywam_train.train:main",
         ],
