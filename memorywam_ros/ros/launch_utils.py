@@ -8,6 +8,8 @@ converter reads keeps the two in step without a second list.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +17,11 @@ import yaml
 
 __all__ = [
     "CAMERA_NAMESPACES",
+    "FASTDDS_PROFILE_VARS",
     "REALSENSE_ARGUMENTS",
     "bag_record_actions",
     "bag_record_cmd",
+    "dds_environment",
     "launch_true",
     "package_share",
     "realsense_camera_nodes",
@@ -47,6 +51,24 @@ def package_share() -> Path:
         return Path(get_package_share_directory("memorywam_ros"))
     except Exception:
         return Path(__file__).resolve().parents[2]
+
+
+# Fast DDS 3.x reads the first (checked: the only one in its library), 2.x (Humble) the second
+FASTDDS_PROFILE_VARS = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
+
+
+def dds_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment variables that select the shipped Fast DDS profile (config/fastdds_profile.xml:
+    shared memory large enough for 1280x720 camera images), or {} where the user chose a profile.
+
+    Set before a process creates its first ROS 2 participant (Fast DDS reads it once); other RMWs
+    ignore it.
+    """
+    env = os.environ if env is None else env
+    if any(env.get(v) for v in FASTDDS_PROFILE_VARS):
+        return {}
+    profile = package_share() / "config" / "fastdds_profile.xml"
+    return dict.fromkeys(FASTDDS_PROFILE_VARS, str(profile)) if profile.is_file() else {}
 
 
 def _collect(node: Any, out: list[str]) -> None:
