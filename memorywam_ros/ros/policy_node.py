@@ -6,8 +6,13 @@ slow chunk never delays a command. Everything else (camera/joint callbacks, serv
 diagnostics) is short and runs on a SingleThreadedExecutor: rclpy's MultiThreadedExecutor busy-spins
 holding the GIL while a mutually exclusive group is busy (measured: the 10 Hz stream stalled for up
 to 0.8 s in-process), and nothing here needs parallel callbacks. `~/reset` waits for a running model
-call (up to one inference) while the stream keeps holding on its own thread. Lock order, never reversed:
+call (up to one inference) while the stream keeps holding on its own thread; requests arriving
+meanwhile wait in a deep service queue (SERVICE_QUEUE_DEPTH), none is dropped. Lock order, never reversed:
 `_policy_lock` (model calls, reset) → `_lock` (node state, publishing commands) → `_result_lock`.
+
+Start-up and shutdown (`main`): any start-up failure is one log line naming the file/part/parameter
+(exit 1). SIGINT/SIGTERM only set a flag (`_Signals` says why); the spin loop sees it within 0.1 s,
+then `shutdown` publishes the hold and the process exits within SHUTDOWN_BUDGET_S, model call or not.
 
 Test seam: `PolicyNode(policy=...)` takes an already loaded Policy (tests share one and may wrap
 its `act`, e.g. to return NaN); `node.policy` is that object.
