@@ -11,7 +11,7 @@ meanwhile wait in a deep service queue (SERVICE_QUEUE_DEPTH), none is dropped. L
 `_policy_lock` (model calls, reset) → `_lock` (node state, publishing commands) → `_result_lock`.
 
 Start-up and shutdown (`main`): any start-up failure is one log line naming the file/part/parameter
-(exit 1). SIGINT/SIGTERM only set a flag (`_Signals` says why); the spin loop sees it within 0.1 s,
+(exit 1). SIGINT/SIGTERM only set a flag (process_control.SignalFlag says why); the spin loop sees it within 0.1 s,
 then `shutdown` publishes the hold and the process exits within SHUTDOWN_BUDGET_S, model call or not.
 
 Test seam: `PolicyNode(policy=...)` takes an already loaded Policy (tests share one and may wrap
@@ -25,7 +25,6 @@ import contextlib
 import gc
 import math
 import os
-import signal
 import sys
 import threading
 import time
@@ -49,6 +48,7 @@ from memorywam_ros.ros.diagnostics import publish_diagnostics
 from memorywam_ros.ros.inputs import CameraInput, Frame, JointInputs
 from memorywam_ros.ros.launch_utils import dds_environment
 from memorywam_ros.ros.params import CAMERA_NAMES, declare_parameters, resolve_robot_config
+from memorywam_ros.ros.process_control import SignalFlag, force_exit_after, startup_error_line
 from memorywam_ros.runtime.chunk_executor import ChunkExecutor
 from memorywam_ros.runtime.inference_worker import InferenceWorker, Job, JobResult
 from memorywam_ros.runtime.node_stats import RateMeter, RollingStats
@@ -74,6 +74,7 @@ class _Request:
     instruction: str | None  # reset the policy with this instruction before observing
 
 
+SHUTDOWN_BUDGET_S = 5.0  # the shutdown after SIGINT/SIGTERM ends within this, whatever still runs
 SERVICE_QUEUE_DEPTH = 1000  # ~/enable and ~/reset requests kept while the executor is busy
 MODEL_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -478,60 +479,8 @@ class PolicyNode(Node):
             self.realsense.stop()
 
 
-# the shutdown after SIGINT/SIGTERM must end within this, whatever is still running
-SHUTDOWN_BUDGET_S = 5.0
-
-
-class _Signals:
-    """SIGINT/SIGTERM handling of `main`: rclpy's own handler would shut the context down before the
-    hold command is published, so it is off (SignalHandlerOptions.NO) and this one is installed.
-
-    Why a flag and not KeyboardInterrupt once spinning: an exception raised at an arbitrary point of
-    rclpy's executor code leaves its wait set and entity handles mid-use, and a second Ctrl-C would
-    raise again inside the shutdown (a traceback, and the hold possibly never sent). While the node
-    is still being built (model loading) there is nothing to hold, so a signal then interrupts.
-    """
-
-    def __init__(self) -> None:
-        self.stop_requested = False
-        self.spinning = False
-
-    def install(self) -> None:
-        signal.signal(signal.SIGINT, self._handle)
-        signal.signal(signal.SIGTERM, self._handle)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        first = not self.stop_requested
-        self.stop_requested = True
-        if first and not self.spinning:
-            raise KeyboardInterrupt(f"signal {signum}")
-        if not first:
-            print(f"[memorywam_policy] signal {signum}: already shutting down (at most "
-                  f"{SHUTDOWN_BUDGET_S:.0f} s)", file=sys.stderr, flush=True)
-
-
-def startup_error_line(err: BaseException) -> str:
-    """One line for a start-up failure: the exception's message already names the part, file or
-    parameter (CheckpointError, the parameter checks, rclpy's parameter exceptions)."""
-    text = " ".join(str(err).split()) or repr(err)
-    return f"start-up failed: {type(err).__name__}: {text}"
-
-
-def _force_exit_after(seconds: float, logger: Any) -> threading.Timer:
-    def force() -> None:
-        logger.error(f"shutdown did not finish within {seconds:.0f} s; exiting now")
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(1)
-
-    timer = threading.Timer(seconds, force)
-    timer.daemon = True
-    timer.start()
-    return timer
-
-
 def main(args: list[str] | None = None) -> int:
-    signals = _Signals()
+    signals = SignalFlag(SHUTDOWN_BUDGET_S)
     signals.install()
     logger = rclpy.logging.get_logger("memorywam_policy")
     node = None
@@ -562,7 +511,7 @@ def main(args: list[str] | None = None) -> int:
         logger.debug(traceback.format_exc())
         code = 1
     signals.stop_requested = True
-    watchdog = _force_exit_after(SHUTDOWN_BUDGET_S, logger)
+    watchdog = force_exit_after(SHUTDOWN_BUDGET_S, logger)
     node.shutdown()
     busy = node._worker.alive
     executor.shutdown(timeout_sec=1.0)
