@@ -53,22 +53,27 @@ def package_share() -> Path:
         return Path(__file__).resolve().parents[2]
 
 
-# Fast DDS 3.x reads the first (checked: the only one in its library), 2.x (Humble) the second
+# Fast DDS 3.x (ROS 2 Kilted on) reads the first (checked: the only one its library names), 2.x
+# (Humble, Jazzy) the second; Kilted's rmw warns on every start when the second is set
 FASTDDS_PROFILE_VARS = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
+FAST_DDS_2_DISTROS = ("humble", "iron", "jazzy")
 
 
 def dds_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Environment variables that select the shipped Fast DDS profile (config/fastdds_profile.xml:
+    """The environment variable that selects the shipped Fast DDS profile (config/fastdds_profile.xml:
     shared memory large enough for 1280x720 camera images), or {} where the user chose a profile.
 
     Set before a process creates its first ROS 2 participant (Fast DDS reads it once); other RMWs
-    ignore it.
+    ignore it. Which variable: by ROS_DISTRO (unset, as with the pip wheels: Kilted's Fast DDS 3).
     """
     env = os.environ if env is None else env
     if any(env.get(v) for v in FASTDDS_PROFILE_VARS):
         return {}
     profile = package_share() / "config" / "fastdds_profile.xml"
-    return dict.fromkeys(FASTDDS_PROFILE_VARS, str(profile)) if profile.is_file() else {}
+    if not profile.is_file():
+        return {}
+    var = FASTDDS_PROFILE_VARS[1] if env.get("ROS_DISTRO", "") in FAST_DDS_2_DISTROS else FASTDDS_PROFILE_VARS[0]
+    return {var: str(profile)}
 
 
 def _collect(node: Any, out: list[str]) -> None:
