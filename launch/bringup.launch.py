@@ -10,7 +10,7 @@ The policy starts disabled: `ros2 service call /memorywam_policy/enable std_srvs
 
 from __future__ import annotations
 
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
@@ -19,6 +19,7 @@ from launch import LaunchDescription
 from memorywam_ros.ros.launch_utils import (
     REALSENSE_ARGUMENTS,
     bag_record_actions,
+    dds_environment,
     launch_true,
     package_share,
     realsense_launch_nodes,
@@ -48,7 +49,8 @@ POLICY_TOPICS = ["/memorywam_policy/action_chunk", "/memorywam_policy/joint_comm
 def _setup(context, *args, **kwargs):
     arg = {name: LaunchConfiguration(name).perform(context) for name, _, _ in ARGUMENTS}
     sim = launch_true(arg["sim"])
-    actions = []
+    # every node started here uses the shipped Fast DDS profile (large camera images; unless set)
+    actions = [SetEnvironmentVariable(k, v) for k, v in dds_environment().items()]
     robot_config = arg["robot_config"] or str(CONFIG / "robots" / ("aloha_sim.yaml" if sim else "arx_x5_dual.yaml"))
     overrides = {
         "model_path": arg["model_path"],

@@ -9,13 +9,14 @@ ones `memorywam-convert` reads (config/record_topics.yaml; record_topics_sim.yam
 
 from __future__ import annotations
 
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration
 
 from launch import LaunchDescription
 from memorywam_ros.ros.launch_utils import (
     REALSENSE_ARGUMENTS,
     bag_record_actions,
+    dds_environment,
     launch_true,
     package_share,
     realsense_launch_nodes,
@@ -36,7 +37,8 @@ ARGUMENTS = [
 def _setup(context, *args, **kwargs):
     arg = {name: LaunchConfiguration(name).perform(context) for name, _, _ in ARGUMENTS}
     sim = launch_true(arg["sim"])
-    actions = []
+    # every node started here uses the shipped Fast DDS profile (large camera images; unless set)
+    actions = [SetEnvironmentVariable(k, v) for k, v in dds_environment().items()]
     actions.extend(realsense_launch_nodes(arg))
     topics_file = arg["topics_file"] or str(CONFIG / ("record_topics_sim.yaml" if sim else "record_topics.yaml"))
     topics = record_topics(topics_file)

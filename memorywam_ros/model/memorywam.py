@@ -32,7 +32,7 @@ from .flow_matching import euler_sample
 from .memory import MemoryKVCache, MemoryRules, TokenKind
 from .rope import action_positions, gist_positions, video_positions
 from .wan_video_dit import WanVideoDiT
-from .weights import CheckpointError, cast_for_inference, load_into, load_safetensors_dir
+from .weights import CheckpointError, cast_for_inference, load_into, load_safetensors_dir, read_json
 
 CONFIG_FORMAT = "memorywam"
 CONFIG_VERSION = 1
@@ -355,7 +355,7 @@ class MemoryWAM(nn.Module):
         config_path = directory / "config.json"
         if not config_path.is_file():
             raise CheckpointError(f"{directory}: config.json missing (not a MemoryWAM model directory)")
-        raw = json.loads(config_path.read_text())
+        raw = read_json(config_path, "model config")
         if raw.pop("format", None) != CONFIG_FORMAT or raw.pop("version", None) != CONFIG_VERSION:
             raise CheckpointError(f"{config_path}: not a MemoryWAM config of version {CONFIG_VERSION}")
         try:

@@ -18,20 +18,41 @@ class CheckpointError(ValueError):
     """A checkpoint directory or state dict that does not fit the model; the message names the part."""
 
 
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """`load_file`, failing with a CheckpointError naming the file (safetensors' own errors do not)."""
+    try:
+        return load_file(str(path))
+    except Exception as err:  # SafetensorError (truncated header/data), OSError, ...
+        raise CheckpointError(f"{path}: unreadable safetensors file ({type(err).__name__}: {err})") from err
+
+
+def read_json(path: Path, what: str) -> dict:
+    """A JSON object from `path`, failing with a CheckpointError naming the file and what it should hold."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise CheckpointError(f"{path}: {what} is not readable JSON ({type(err).__name__}: {err})") from err
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: {what} must be a JSON object, got {type(data).__name__}")
+    return data
+
+
 def load_safetensors_dir(directory: Path, stem: str) -> dict[str, torch.Tensor]:
     """Load `<stem>.safetensors`, or the shards listed in `<stem>.safetensors.index.json`."""
     single = directory / f"{stem}.safetensors"
     index = directory / f"{stem}.safetensors.index.json"
     if single.is_file():
-        return load_file(str(single))
+        return read_safetensors(single)
     if index.is_file():
-        weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
+        weight_map = read_json(index, "safetensors shard index").get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise CheckpointError(f"{index}: no weight_map")
         state: dict[str, torch.Tensor] = {}
         for shard in sorted(set(weight_map.values())):
             shard_path = directory / shard
             if not shard_path.is_file():
                 raise CheckpointError(f"{index}: shard {shard} is missing")
-            state.update(load_file(str(shard_path)))
+            state.update(read_safetensors(shard_path))
         missing = set(weight_map) - set(state)
         if missing:
             raise CheckpointError(f"{index}: tensors listed but not found in shards: {sorted(missing)[:5]}")

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from memorywam_ros.ros.launch_utils import FASTDDS_PROFILE_VARS, dds_environment
+
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL = REPO / "checkpoints" / "sim_transfer_cube"
 POLICY = "/memorywam_policy"
@@ -54,6 +56,7 @@ def _ros_environment() -> dict[str, str]:
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     env.setdefault("ROS_DOMAIN_ID", str(random.randint(101, 199)))
     env.setdefault("MUJOCO_GL", "egl")
+    env.update(dds_environment(env))  # the shipped Fast DDS profile for the camera images
     return env
 
 
@@ -74,7 +77,8 @@ def _stop(proc: subprocess.Popen, timeout: float = 10.0) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     env = _ros_environment()
-    os.environ.update({k: env[k] for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID", "MUJOCO_GL")})
+    os.environ.update({k: env[k] for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID", "MUJOCO_GL",
+                                           *FASTDDS_PROFILE_VARS) if k in env})
     import rclpy  # after the environment: DDS reads it at init
 
     from memorywam_ros.ros.params import resolve_robot_config

@@ -8,6 +8,8 @@ converter reads keeps the two in step without a second list.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +17,11 @@ import yaml
 
 __all__ = [
     "CAMERA_NAMESPACES",
+    "FASTDDS_PROFILE_VARS",
     "REALSENSE_ARGUMENTS",
     "bag_record_actions",
     "bag_record_cmd",
+    "dds_environment",
     "launch_true",
     "package_share",
     "realsense_camera_nodes",
@@ -47,6 +51,29 @@ def package_share() -> Path:
         return Path(get_package_share_directory("memorywam_ros"))
     except Exception:
         return Path(__file__).resolve().parents[2]
+
+
+# Fast DDS 3.x (ROS 2 Kilted on) reads the first (checked: the only one its library names), 2.x
+# (Humble, Jazzy) the second; Kilted's rmw warns on every start when the second is set
+FASTDDS_PROFILE_VARS = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
+FAST_DDS_2_DISTROS = ("humble", "iron", "jazzy")
+
+
+def dds_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment variable that selects the shipped Fast DDS profile (config/fastdds_profile.xml:
+    shared memory large enough for 1280x720 camera images), or {} where the user chose a profile.
+
+    Set before a process creates its first ROS 2 participant (Fast DDS reads it once); other RMWs
+    ignore it. Which variable: by ROS_DISTRO (unset, as with the pip wheels: Kilted's Fast DDS 3).
+    """
+    env = os.environ if env is None else env
+    if any(env.get(v) for v in FASTDDS_PROFILE_VARS):
+        return {}
+    profile = package_share() / "config" / "fastdds_profile.xml"
+    if not profile.is_file():
+        return {}
+    var = FASTDDS_PROFILE_VARS[1] if env.get("ROS_DISTRO", "") in FAST_DDS_2_DISTROS else FASTDDS_PROFILE_VARS[0]
+    return {var: str(profile)}
 
 
 def _collect(node: Any, out: list[str]) -> None:

@@ -6,8 +6,13 @@ slow chunk never delays a command. Everything else (camera/joint callbacks, serv
 diagnostics) is short and runs on a SingleThreadedExecutor: rclpy's MultiThreadedExecutor busy-spins
 holding the GIL while a mutually exclusive group is busy (measured: the 10 Hz stream stalled for up
 to 0.8 s in-process), and nothing here needs parallel callbacks. `~/reset` waits for a running model
-call (up to one inference) while the stream keeps holding on its own thread. Lock order, never reversed:
+call (up to one inference) while the stream keeps holding on its own thread; requests arriving
+meanwhile wait in a deep service queue (SERVICE_QUEUE_DEPTH), none is dropped. Lock order, never reversed:
 `_policy_lock` (model calls, reset) → `_lock` (node state, publishing commands) → `_result_lock`.
+
+Start-up and shutdown (`main`): any start-up failure is one log line naming the file/part/parameter
+(exit 1). SIGINT/SIGTERM only set a flag (process_control.SignalFlag says why); the spin loop sees it within 0.1 s,
+then `shutdown` publishes the hold and the process exits within SHUTDOWN_BUDGET_S, model call or not.
 
 Test seam: `PolicyNode(policy=...)` takes an already loaded Policy (tests share one and may wrap
 its `act`, e.g. to return NaN); `node.policy` is that object.
@@ -19,9 +24,11 @@ import collections
 import contextlib
 import gc
 import math
-import signal
+import os
+import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,13 +39,16 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from std_srvs.srv import SetBool, Trigger
 
 from memorywam_ros.ros import conversions
 from memorywam_ros.ros.diagnostics import publish_diagnostics
 from memorywam_ros.ros.inputs import CameraInput, Frame, JointInputs
+from memorywam_ros.ros.launch_utils import dds_environment
 from memorywam_ros.ros.params import CAMERA_NAMES, declare_parameters, resolve_robot_config
+from memorywam_ros.ros.process_control import SignalFlag, force_exit_after, startup_error_line
 from memorywam_ros.runtime.checkpoint import manifest_conflicts, manifest_lead
 from memorywam_ros.runtime.chunk_executor import ChunkExecutor, check_lead
 from memorywam_ros.runtime.inference_worker import InferenceWorker, Job, JobResult
@@ -65,6 +75,11 @@ class _Request:
     instruction: str | None  # reset the policy with this instruction before observing
 
 
+SHUTDOWN_BUDGET_S = 5.0  # the shutdown after SIGINT/SIGTERM ends within this, whatever still runs
+SERVICE_QUEUE_DEPTH = 1000  # ~/enable and ~/reset requests kept while the executor is busy
+MODEL_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
 def load_policy(params: Any) -> Any:
     import torch
 
@@ -73,9 +88,9 @@ def load_policy(params: Any) -> Any:
     device = params["device"]
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = None if params["dtype"] == "auto" else getattr(torch, params["dtype"], None)
-    if params["dtype"] != "auto" and not isinstance(dtype, torch.dtype):
-        raise ValueError(f"dtype {params['dtype']!r} is not a torch dtype (float32, bfloat16, float16)")
+    if params["dtype"] not in MODEL_DTYPES:
+        raise ValueError(f"parameter dtype: {params['dtype']!r} is not one of {', '.join(MODEL_DTYPES)}")
+    dtype = None if params["dtype"] == "auto" else getattr(torch, params["dtype"])
     if not params["model_path"]:
         raise ValueError("parameter model_path is required (a checkpoint directory)")
     return Policy.from_pretrained(
@@ -176,8 +191,14 @@ class PolicyNode(Node):
         from diagnostic_msgs.msg import DiagnosticArray
 
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_service(SetBool, "~/enable", self._srv_enable, callback_group=self._cb_misc)
-        self.create_service(Trigger, "~/reset", self._srv_reset, callback_group=self._cb_misc)
+        # requests wait in the DDS history while the executor is busy (a ~/reset waits for a running
+        # model call): the default depth of 10 (KEEP_LAST) silently dropped all but the last 10 of a
+        # burst of 20 calls; SERVICE_QUEUE_DEPTH keeps every caller's request until it is answered
+        srv_qos = QoSProfile(depth=SERVICE_QUEUE_DEPTH, reliability=ReliabilityPolicy.RELIABLE,
+                             history=HistoryPolicy.KEEP_LAST)
+        self.create_service(SetBool, "~/enable", self._srv_enable, qos_profile=srv_qos,
+                            callback_group=self._cb_misc)
+        self.create_service(Trigger, "~/reset", self._srv_reset, qos_profile=srv_qos, callback_group=self._cb_misc)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self._worker = InferenceWorker(self._infer, self._on_result)
@@ -498,41 +519,69 @@ class PolicyNode(Node):
         publish_diagnostics(self)
 
     def shutdown(self) -> None:
-        """Disable (timer first, hold last), let the hold reach subscribers, stop the threads."""
+        """Disable (timer first, hold last), let the hold reach subscribers, stop the threads.
+
+        Bounded (about 2 s): a running model call is not waited for (the inference thread is a
+        daemon and its result is dropped: the generation changed with the hold).
+        """
         self.disable("shutdown")
         for pub in self._command_pubs:
             # best effort: the hold was published; an old rmw may not support acks
             with contextlib.suppress(Exception):
                 pub.wait_for_all_acked(Duration(seconds=0.5))
-        self._control_loop.close()
-        self._worker.stop(timeout=30.0)  # let a running model call finish
+        self._control_loop.close(timeout=1.0)
+        self._worker.stop(timeout=0.2)
         if self.realsense is not None:
             self.realsense.stop()
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def main(args: list[str] | None = None) -> None:
-    # our own SIGINT/SIGTERM handling: rclpy's handler would shut the context down before we can
-    # publish the hold command
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+def main(args: list[str] | None = None) -> int:
+    signals = SignalFlag(SHUTDOWN_BUDGET_S)
+    signals.install()
+    logger = rclpy.logging.get_logger("memorywam_policy")
     node = None
+    os.environ.update(dds_environment())  # large camera images (config/fastdds_profile.xml says why)
     try:
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
         node = PolicyNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.shutdown()
-            node.destroy_node()
+        signals.spinning = True  # from here a signal stops the spin loop: hold, then exit
+    except KeyboardInterrupt:
+        logger.info("interrupted during start-up")
         rclpy.try_shutdown()
+        return 0
+    except Exception as err:
+        logger.fatal(startup_error_line(err))
+        logger.debug(traceback.format_exc())
+        rclpy.try_shutdown()
+        return 1
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    code = 0
+    try:
+        while not signals.stop_requested and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)  # the timeout bounds the reaction to a signal
+    except ExternalShutdownException:
+        pass
+    except Exception as err:  # a callback raised: hold and exit non-zero, one line
+        logger.error(f"stopping: {type(err).__name__}: {err}")
+        logger.debug(traceback.format_exc())
+        code = 1
+    signals.stop_requested = True
+    watchdog = force_exit_after(SHUTDOWN_BUDGET_S, logger)
+    node.shutdown()
+    busy = node._worker.alive
+    executor.shutdown(timeout_sec=1.0)
+    node.destroy_node()
+    rclpy.try_shutdown()
+    watchdog.cancel()
+    if busy:
+        # a model call is still running on the daemon inference thread: interpreter finalisation
+        # would wait on / tear down torch under it; the hold is out and everything ROS is closed
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -23,15 +23,17 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from diffusers import AutoencoderKLWan
 
 from ..model import CheckpointError, MemoryWAM, MemoryWAMConfig
+from ..model.weights import read_json
 from .chunk_executor import check_lead, observation_substeps
 from .instructions import InstructionStore, random_instruction_embeddings
 from .normalization import DEFAULT_STD_FLOOR, ArrayStats, Normalizer
@@ -42,6 +44,7 @@ FORMAT = "memorywam-checkpoint"
 VERSION = 1
 CAMERAS = ("head", "left_wrist", "right_wrist")
 DEFAULT_INSTRUCTIONS = ("transfer the cube", "pick up the object")
+T = TypeVar("T")
 
 
 @dataclass
@@ -115,6 +118,27 @@ def write_checkpoint(
     return directory
 
 
+REQUIRED_MANIFEST_KEYS = ("image_size", "instruction_encoder", "parts")
+
+
+def _load_part(directory: Path, name: str, path: Path, load: Callable[[], T]) -> T:
+    """Run `load`; any failure becomes one CheckpointError naming the part and its path.
+
+    Why: a truncated safetensors file or a broken JSON otherwise surfaces as a library error
+    ("invalid header length") that names neither the file nor the part.
+    """
+    try:
+        return load()
+    except CheckpointError as err:
+        if str(path) in str(err):
+            raise
+        raise CheckpointError(f"checkpoint {directory}: {name} part {path}: {err}") from err
+    except Exception as err:
+        raise CheckpointError(
+            f"checkpoint {directory}: {name} part {path} unreadable: {type(err).__name__}: {err}"
+        ) from err
+
+
 def load_checkpoint(
     directory: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
 ) -> Checkpoint:
@@ -122,22 +146,31 @@ def load_checkpoint(
     manifest_path = directory / MANIFEST
     if not manifest_path.is_file():
         raise CheckpointError(f"{directory} is not a MemoryWAM checkpoint directory: {MANIFEST} missing")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_json(manifest_path, "checkpoint manifest")
     if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
         raise CheckpointError(f"{manifest_path}: expected format {FORMAT!r} version {VERSION}")
-    parts = {name: directory / rel for name, rel in manifest["parts"].items()}
-    for name, path in parts.items():
-        if not path.exists():
-            raise CheckpointError(f"checkpoint {directory} is missing its {name} part ({path})")
+    missing = [k for k in REQUIRED_MANIFEST_KEYS if k not in manifest]
+    if missing or not isinstance(manifest["parts"], dict):
+        raise CheckpointError(f"{manifest_path}: manifest lacks {missing or ['a parts mapping']}")
+    parts = {name: directory / str(rel) for name, rel in manifest["parts"].items()}
+    for name in ("model", "vae", "normalization", "instructions"):
+        if name not in parts:
+            raise CheckpointError(f"{manifest_path}: parts names no {name} part")
+        if not parts[name].exists():
+            raise CheckpointError(f"checkpoint {directory} is missing its {name} part ({parts[name]})")
 
-    model = MemoryWAM.from_pretrained(parts["model"], device=device, dtype=dtype)
-    try:
+    model = _load_part(directory, "model", parts["model"],
+                       lambda: MemoryWAM.from_pretrained(parts["model"], device=device, dtype=dtype))
+
+    def load_vae() -> AutoencoderKLWan:
         vae = AutoencoderKLWan.from_pretrained(str(parts["vae"]), torch_dtype=dtype, low_cpu_mem_usage=False)
-        vae = vae.to(device).eval()
-    except (OSError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"checkpoint {directory}: vae part unreadable: {err}") from err
-    normalizer = Normalizer.from_json(parts["normalization"])
-    store = InstructionStore(parts["instructions"])
+        return vae.to(device).eval()
+
+    vae = _load_part(directory, "vae", parts["vae"], load_vae)
+    normalizer = _load_part(directory, "normalization", parts["normalization"],
+                            lambda: Normalizer.from_json(parts["normalization"]))
+    store = _load_part(directory, "instructions", parts["instructions"],
+                       lambda: InstructionStore(parts["instructions"]))
     _check_fit(directory, manifest, model.config, vae, normalizer, store)
     return Checkpoint(directory, manifest, model, vae, normalizer, store)
 

@@ -46,6 +46,11 @@ class InferenceWorker:
     def busy(self) -> bool:
         return self._busy.is_set() or not self._queue.empty()
 
+    @property
+    def alive(self) -> bool:
+        """The thread has not finished (a model call may still be running after `stop`)."""
+        return self._thread.is_alive()
+
     def submit(self, job: Job) -> None:
         self._queue.put(job)
 

@@ -33,7 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
+
+from ..model.weights import read_json, read_safetensors
 
 __all__ = [
     "InstructionStore",
@@ -148,7 +150,7 @@ class InstructionStore:
         self._entries: dict[tuple[str, str], dict[str, Any]] = {}
         index = self.directory / INDEX_NAME
         if index.is_file():
-            data = json.loads(index.read_text(encoding="utf-8"))
+            data = read_json(index, "instruction index")
             if data.get("format_version") != FORMAT_VERSION:
                 raise ValueError(
                     f"{index}: unsupported instruction store format {data.get('format_version')!r}"
@@ -211,7 +213,7 @@ class InstructionStore:
                 f"Add it with: memorywam-encode-instructions --encoder UMT5_DIR --out CHECKPOINT_DIR "
                 f"{json.dumps(text.strip(), ensure_ascii=False)}"
             )
-        return load_file(str(self.directory / entry["file"]))["embedding"]
+        return read_safetensors(self.directory / entry["file"])["embedding"]
 
     # ------------------------------------------------------------------ writes
     def put(
