@@ -33,7 +33,8 @@ outputs are sliced off.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +51,7 @@ MIN_BUCKET = 1024  # shortest padded length: every sequence up to 1024 tokens sh
 PAD_GROUP = -2  # padding groups are PAD_GROUP - block index: below every real group (-1, 0, 1, ...)
 MASK_CACHE_SIZE = 32
 
+RECOMPILE_LIMIT = 64  # shapes (bucket x batch size) compiled flex attention may see before it raises
 _compiled_flex: dict[Any, Callable] = {}
 _mask_cache: OrderedDict[tuple, BlockMask] = OrderedDict()
 
@@ -60,9 +62,24 @@ def bucket_length(length: int, minimum: int = MIN_BUCKET) -> int:
 
 
 def compiled_flex(backend: Any = "inductor") -> Callable:
-    """flex attention compiled once per backend with static shapes (see the module docstring)."""
+    """flex attention compiled with static shapes, one compiled kernel per bucket (module docstring).
+
+    A few more variants than buckets may be legitimate (a smaller last batch of an epoch is another
+    shape), so the recompile limit is raised to RECOMPILE_LIMIT for this call only, and should it
+    ever be reached, dynamo raises instead of silently running the unfused path.
+    """
     if backend not in _compiled_flex:
-        _compiled_flex[backend] = torch.compile(flex_attention, dynamic=False, backend=backend)
+        import torch._dynamo
+
+        options = (("recompile_limit", RECOMPILE_LIMIT), ("fail_on_recompile_limit_hit", True))
+        limits = {key: value for key, value in options if hasattr(torch._dynamo.config, key)}  # torch 2.5+ names
+        compiled = torch.compile(flex_attention, dynamic=False, backend=backend)
+
+        def call(*args: Any, **kwargs: Any) -> torch.Tensor:
+            with torch._dynamo.config.patch(**limits):
+                return compiled(*args, **kwargs)
+
+        _compiled_flex[backend] = call
     return _compiled_flex[backend]
 
 
