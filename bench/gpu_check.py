@@ -49,7 +49,7 @@ def configs(tiny: bool) -> tuple[MemoryWAMConfig, MemoryWAMConfig, tuple[int, ..
     """(inference config, training config, training window lengths)."""
     if tiny:
         config = dataclasses.replace(MemoryWAMConfig.tiny(num_gists=8), latent_height=24, latent_width=20)
-        return config, config, (3, 5)  # S 672 and 1200: buckets 1024 and 2048
+        return config, config, (3, 4, 5)  # S 672, 936, 1200: buckets 1024, 1024, 2048
     paper = MemoryWAMConfig.paper()
     train = dataclasses.replace(paper, video=dataclasses.replace(paper.video, num_layers=TRAIN_LAYERS))
     return paper, train, (40, 48, 56, 64)
