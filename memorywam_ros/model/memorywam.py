@@ -98,7 +98,6 @@ class MemoryWAM(nn.Module):
             frame_ids = torch.arange(n, device=device).expand(b, n)
         if cond_timestep is None:
             cond_timestep = torch.zeros(b, n, device=device)
-        groups = torch.arange(n, device=device).expand(b, n)
 
         # video-expert tokens: [f_0 g_0 f_1 g_1 ...] then [noisy video of frames 1..N-1]
         clean = self.video.patchify(latents.flatten(0, 1).unsqueeze(2)).unflatten(0, (b, n))  # (B, N, L, D_v)
@@ -107,18 +106,11 @@ class MemoryWAM(nn.Module):
             per_frame.append(self.gist_tokens.to(clean.dtype).expand(b, n, M, -1))
         x_video = [torch.cat(per_frame, dim=2).flatten(1, 2)]
         pos = [self._frame_positions(frame_ids)]
-        meta = [self._frame_metadata(frame_ids, L, M)]
         t_video = [cond_timestep.repeat_interleave(L + M, dim=1)]
         if noisy_video is not None:
             noisy = self.video.patchify(noisy_video.flatten(0, 1).unsqueeze(2)).unflatten(0, (b, n - 1))
             x_video.append(noisy.flatten(1, 2))
             pos.append(video_positions(frame_ids[:, 1:], *self.grid))  # placed at the frame they predict
-            meta.append(
-                tuple(
-                    t[:, :-1].repeat_interleave(L, dim=1)
-                    for t in (frame_ids, torch.full_like(frame_ids, TokenKind.NOISY), groups + n)
-                )
-            )
             t_video.append(video_timestep.repeat_interleave(L, dim=1))
         x_video = torch.cat(x_video, dim=1)
         rope_video = self.video.rope(torch.cat(pos, dim=1)[:, None])  # (B, 1, S_v, hd/2)
@@ -130,13 +122,8 @@ class MemoryWAM(nn.Module):
         rope_action = self.video.rope(action_positions(frame_ids, K)[:, None])
         temb_action, mod_action = self.action.condition_embedder.time(action_timestep.repeat_interleave(K, dim=1))
         context_action = self.action.context(text.repeat_interleave(n, dim=0), proprio.flatten(0, 1))  # (B*N, T+1, D_a)
-        meta.append(
-            tuple(
-                t.repeat_interleave(K, dim=1) for t in (frame_ids, torch.full_like(frame_ids, TokenKind.ACTION), groups)
-            )
-        )
 
-        frame, kind, group = (torch.cat(parts, dim=1) for parts in zip(*meta))
+        frame, kind, group = self.sequence_metadata(frame_ids, L, M, K, noisy_video is not None)
         attention = MemoryMaskedAttention(self.rules, frame, kind, group)
         for layer in range(self.config.video.num_layers):
             args = (
@@ -205,12 +192,28 @@ class MemoryWAM(nn.Module):
         return torch.cat(parts, dim=2).flatten(1, 2)
 
     @staticmethod
-    def _frame_metadata(frame_ids: torch.Tensor, L: int, M: int):
-        """(frame, kind, group) per token for [f_i g_i] blocks, each (B, N*(L+M))."""
+    def sequence_metadata(frame_ids: torch.Tensor, L: int, M: int, K: int, noisy_video: bool):
+        """(frame, kind, group) per token of the training sequence, each (B, S), for the memory mask.
+
+        Layout: [f_0 g_0 f_1 g_1 ...] (L + M per frame), then the noisy video of frames 1..N-1 (L
+        each, belonging to the frame they are predicted from), then the action chunks a_0 a_1 ...
+        (K each). S = N(L + M) + (N - 1)L + NK with video, N(L + M + K) without. A static method so
+        benchmarks can build the paper's layout without building the paper's model.
+        """
+        b, n = frame_ids.shape
+        chunk = torch.arange(n, device=frame_ids.device).expand(b, n)  # one block id per frame
         kind = torch.tensor([TokenKind.CLEAN] * L + [TokenKind.GIST] * M, device=frame_ids.device)
-        kind = kind.repeat(frame_ids.shape[1]).expand(frame_ids.shape[0], -1)
-        frame = frame_ids.repeat_interleave(L + M, dim=1)
-        return frame, kind, torch.full_like(frame, -1)
+        frame = [frame_ids.repeat_interleave(L + M, dim=1)]
+        kinds = [kind.repeat(n).expand(b, -1)]
+        group = [torch.full_like(frame[0], -1)]
+        if noisy_video:  # frame i+1's noisy video belongs to frame i's cache; blocks n..2n-2
+            frame.append(frame_ids[:, :-1].repeat_interleave(L, dim=1))
+            kinds.append(torch.full_like(frame[-1], TokenKind.NOISY))
+            group.append((chunk[:, :-1] + n).repeat_interleave(L, dim=1))
+        frame.append(frame_ids.repeat_interleave(K, dim=1))
+        kinds.append(torch.full_like(frame[-1], TokenKind.ACTION))
+        group.append(chunk.repeat_interleave(K, dim=1))
+        return tuple(torch.cat(t, dim=1) for t in (frame, kinds, group))
 
     # ------------------------------------------------------------------------------------------
     # inference
