@@ -261,3 +261,46 @@ def test_precompute_refuses_rows_off_the_grid(tmp_path: Path, tiny_checkpoint: P
     assert "row 5 is stamped 600.0 ms after row 0, expected 500.0 ms" in failed["dropped_row.hdf5"]
     assert "row 11 is stamped 1089.0 ms after row 0, expected 1100.0 ms" in failed["drift.hdf5"]
     assert not (tmp_path / "latents" / "dropped_row.safetensors").exists()
+
+
+def test_long_episodes_cut_by_max_frames_are_counted(
+    latents: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    _, out = latents  # 3 and 5 latent frames
+    with caplog.at_level("WARNING", logger="memorywam_train.dataset"):
+        ds = LatentDataset(out, mode="episode", max_frames=3)
+    assert ds.cut == (1, 2)
+    assert "1 of 2 episodes are longer than max_frames=3 latent frames: 2 of 8 latent frames (25%) are never " \
+        "trained" in caplog.text and "the longest episode has 5" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="memorywam_train.dataset"):
+        assert LatentDataset(out, mode="episode", max_frames=5).cut == (0, 0)
+        assert LatentDataset(out, mode="window", window=3).cut == (0, 0)
+    assert not caplog.text
+
+
+def test_window_mode_frames_and_absolute_rope_ids(latents: tuple[Path, Path]) -> None:
+    """Long episodes in window mode: anchors 0, 1 in front of the window, ids absolute all the way to
+    the model's RoPE positions, and every frame (the last ones too) equally often in the window."""
+    from memorywam_ros.model.rope import video_positions
+
+    _, out = latents
+    ds = LatentDataset(out, mode="window", window=2, n_init=2, seed=0)
+    raw = load_file(str(out / "ep1.safetensors"))
+    seen = np.zeros(5)
+    for epoch in range(3000):
+        ds.set_epoch(epoch)
+        ids = ds.frames(1)
+        rng = np.random.default_rng((0, epoch, 1))
+        start = min(max(int(rng.integers(-1, 5)), 0), 3)
+        assert ids == window_frames(5, start, 2, 2)
+        seen[start : start + 2] += 1
+        if epoch < 20:
+            sample = ds[1]
+            assert sample["frame_ids"].tolist() == ids
+            assert torch.equal(sample["latents"], raw["latents"][ids])
+            batch = collate([sample])
+            t = video_positions(batch["frame_ids"], 12, 10)[..., 0].reshape(1, len(ids), -1)
+            assert (t == torch.tensor(ids, dtype=t.dtype)[None, :, None]).all()  # RoPE time = absolute frame id
+    # the first, middle and last frame: window / (n + window - 1); frames 1 and 3 also get clipped starts
+    np.testing.assert_allclose(seen / 3000, [2 / 6, 3 / 6, 2 / 6, 3 / 6, 2 / 6], atol=0.03)
