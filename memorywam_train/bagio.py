@@ -42,7 +42,12 @@ DEFAULT_DISTRO = "kilted"
 
 
 class BagError(RuntimeError):
-    """A bag that cannot be read (missing, corrupt, truncated, unknown types)."""
+    """A bag that cannot be read (missing, corrupt, truncated, unknown types). `str()` names the
+    bag; `reason` is the message without it, for callers that print the bag path themselves."""
+
+    def __init__(self, reason: str, path: Path | None = None) -> None:
+        self.reason, self.path = reason, path
+        super().__init__(f"{path}: {reason}" if path is not None else reason)
 
 
 @dataclass(frozen=True)
@@ -117,9 +122,19 @@ class BagSource:
     ) -> None:
         self.path = Path(path)
         if not self.path.exists():
-            raise BagError(f"{self.path}: no such bag")
+            raise BagError("no such bag", self.path)
+        if self.path.is_dir() and not (self.path / "metadata.yaml").is_file():
+            storage = sorted(f.name for f in (*self.path.glob("*.mcap"), *self.path.glob("*.db3")))
+            if not storage:
+                raise BagError("not a rosbag2 bag: no metadata.yaml and no .mcap/.db3 storage file", self.path)
+            raise BagError(
+                f"no metadata.yaml next to {', '.join(storage)} (a recording that was killed before it closed?): "
+                "convert the storage file itself (e.g. memorywam-convert "
+                f"{self.path / storage[0]}) or recreate metadata.yaml with `ros2 bag reindex {self.path}`",
+                self.path,
+            )
         if self.path.is_file() and self.path.suffix not in (".mcap", ".db3"):
-            raise BagError(f"{self.path}: not a rosbag2 storage file (expected .mcap or .db3)")
+            raise BagError("not a rosbag2 storage file (expected .mcap or .db3)", self.path)
         self.notes: list[str] = []
         self._fallback_topics: set[str] = set()
         self._message_compressed = False
@@ -140,7 +155,7 @@ class BagSource:
             if "magic" in str(exc).lower():
                 hint = "; an mcap recording that did not finish cleanly can be repaired with `mcap recover`"
             raise BagError(
-                f"{self.path}: cannot open bag, corrupt or truncated? ({type(exc).__name__}: {exc}){hint}"
+                f"cannot open bag, corrupt or truncated? ({type(exc).__name__}: {exc}){hint}", self.path
             ) from exc
         if self.path.is_dir():
             # Directory readers only get definitions from the storage files; read them from
@@ -194,7 +209,7 @@ class BagSource:
             try:
                 store.register(add)
             except Exception as exc:
-                raise BagError(f"{self.path}: cannot register message types {sorted(add)}: {exc}") from exc
+                raise BagError(f"cannot register message types {sorted(add)}: {exc}", self.path) from exc
         return store
 
     def has_type(self, msgtype: str) -> bool:
@@ -255,9 +270,9 @@ class BagSource:
             raise
         except Exception as exc:
             raise BagError(
-                f"{self.path}: error while reading messages, bag corrupt or truncated? ({type(exc).__name__}: {exc})"
+                f"error while reading messages, bag corrupt or truncated? ({type(exc).__name__}: {exc})", self.path
             ) from exc
         short = {t: (seen[t], self.topics[t].count) for t in wanted if seen[t] < self.topics[t].count}
         if short:
             desc = ", ".join(f"{t}: read {a} of {b}" for t, (a, b) in sorted(short.items()))
-            raise BagError(f"{self.path}: bag truncated or corrupt, fewer messages than declared ({desc})")
+            raise BagError(f"bag truncated or corrupt, fewer messages than declared ({desc})", self.path)

@@ -9,6 +9,8 @@ dof: 14                        # width of state and action after concatenating t
 instruction: null              # fallback instruction text (CLI > instruction topic > this)
 instruction_topic: /instruction          # std_msgs/msg/String, optional
 split_topic: null              # any topic; each message starts a new episode (optional)
+min_episode_rows: 17           # shorter pieces (between gaps) are dropped and counted
+max_latency_spread_s: 0.5      # paired messages' (receive - stamp) may differ this much
 cameras:                       # exactly head, left_wrist, right_wrist
   head:       {topic: /cam_high/camera/color/image_raw/compressed, max_age_s: 0.1}
   left_wrist: {topic: ..., max_age_s: 0.1, type: sensor_msgs/msg/CompressedImage}
@@ -30,6 +32,11 @@ Per source: `topic` (required), `type` (optional hint, checked against the bag),
 joint name from the message's parallel `name` list, JointState style), `slice: [start, stop]` or
 `indices: [...]` (select by position), `stamp: auto|header|receive` (auto = header.stamp when the
 message has a header, otherwise the bag receive time; JointControl has no header).
+
+`min_episode_rows` and `max_latency_spread_s` are the alignment rules' knobs (alignment.py):
+an episode is split at every gap, pieces shorter than `min_episode_rows` rows are dropped (17 =
+two latent frames), and a grid row whose picked messages' latencies (receive time minus stamp)
+differ by more than `max_latency_spread_s` pairs different clocks and is dropped.
 
 Errors are `ConfigError` and name the offending key (e.g. `state.sources[1].slice`).
 """
@@ -95,6 +102,8 @@ class ConvertConfig:
     instruction_topic: str | None = None
     split_topic: str | None = None
     msg_paths: tuple[Path, ...] = field(default_factory=tuple)
+    min_episode_rows: int = 17
+    max_latency_spread_s: float = 0.5
 
     def topics(self) -> list[str]:
         """Every topic the converter reads (and that recording must capture)."""
@@ -213,6 +222,8 @@ def config_from_dict(raw: Any, base_dir: Path | None = None) -> ConvertConfig:
             "state",
             "action",
             "msg_paths",
+            "min_episode_rows",
+            "max_latency_spread_s",
         },
         "",
     )
@@ -232,9 +243,10 @@ def config_from_dict(raw: Any, base_dir: Path | None = None) -> ConvertConfig:
             type=_str(c, "type", key),
             stamp=_stamp(c, key),
         )
-    dof = d.get("dof", 14)
-    if isinstance(dof, bool) or not isinstance(dof, int) or dof <= 0:
-        raise ConfigError(f"dof: expected a positive integer, got {dof!r}")
+    dof, min_rows = d.get("dof", 14), d.get("min_episode_rows", 17)
+    for name, value in (("dof", dof), ("min_episode_rows", min_rows)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"{name}: expected a positive integer, got {value!r}")
     msg_paths_raw = d.get("msg_paths", []) or []
     if not isinstance(msg_paths_raw, list) or not all(isinstance(p, str) for p in msg_paths_raw):
         raise ConfigError("msg_paths: expected a list of paths")
@@ -250,6 +262,8 @@ def config_from_dict(raw: Any, base_dir: Path | None = None) -> ConvertConfig:
         instruction_topic=_str(d, "instruction_topic", ""),
         split_topic=_str(d, "split_topic", ""),
         msg_paths=msg_paths,
+        min_episode_rows=min_rows,
+        max_latency_spread_s=_positive(d, "max_latency_spread_s", "", 0.5),
     )
 
 

@@ -6,9 +6,14 @@
 Per bag (see config.py for the topic mapping, sampling.py for the timing rules):
 1. check the configured topics exist ("no camera topics" names the topics found otherwise);
 2. first pass: camera stamps (header.stamp read straight from the CDR bytes), joint vectors;
-3. a 10 Hz grid on the head-camera stamps (one grid per episode when split at a marker topic);
-   every stream sampled as-of within its max age; grid points with a stale/missing stream
-   dropped and counted per stream;
+3. alignment (alignment.py has the rules): repeated stamps keep the first message, clock jumps
+   split the bag, a 10 Hz grid on the head-camera stamps (one per part / marker segment), every
+   stream sampled as-of within its max age. A grid point with a stale or missing stream is a
+   GAP: the episode ends there and the next good grid point starts a new one
+   (`<bag>_part00.hdf5`, `<bag>_part01.hdf5`, ...), because the rows of an episode must be a
+   uniform 10 Hz grid (DESIGN §1: no latent frame or chunk spans a gap; precompute refuses
+   files that are not). Pieces shorter than `min_episode_rows` are dropped. Everything dropped
+   is counted per stream in the summary table and the report, and warned about;
 4. second pass: decode only the camera frames on the grid and stream them into the HDF5 file
    (episodes.py schema). A bag that yields zero frames is an error, never an empty episode.
 
@@ -29,17 +34,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from .alignment import STREAMS, BagPlan, EpisodePlan, plan_bag
 from .bagio import BagError, BagSource, header_stamp_from_cdr
 from .config import ConfigError, ConvertConfig, default_config_path, load_config
 from .episodes import CAMERAS, EpisodeError, EpisodeWriter
 from .images import ImageDecodeError, decode_image_msg
-from .sampling import NS, StreamStats, asof, make_grid, split_segments, window_stats
+from .sampling import StreamCounts, StreamStats
 from .streams import ConversionError, FirstPass, check_topics, first_pass
 
 log = logging.getLogger(__name__)
-STREAMS: tuple[str, ...] = (*CAMERAS, "state", "action")
 ACTION_CONVENTION = (
     "as-of: state[t] = latest measured joints at or before stamps_ns[t]; action[t] = latest "
     "commanded joints (command topic or master arm) at or before stamps_ns[t]"
@@ -58,8 +61,9 @@ class EpisodeReport:
 class ConversionReport:
     bag: Path
     episodes: list[EpisodeReport] = field(default_factory=list)
-    error: str | None = None
+    error: str | None = None  # without the bag path (the caller prints it once)
     notes: list[str] = field(default_factory=list)
+    plan: BagPlan | None = None  # counts of what alignment dropped (None if it never ran)
 
     @property
     def ok(self) -> bool:
@@ -83,54 +87,6 @@ def _instruction_for(fp: FirstPass, end_ns: int, cli: str | None, cfg: ConvertCo
     if text is None and fp.instructions:
         text = fp.instructions[-1][1] or None
     return text or cfg.instruction
-
-
-@dataclass
-class _Plan:
-    grid: np.ndarray  # kept grid times
-    cam_rows: dict[str, np.ndarray]  # camera -> message ordinal per kept row
-    cam_stamps: dict[str, np.ndarray]  # camera -> stamp of that message (checked in pass 2)
-    state: np.ndarray
-    action: np.ndarray
-    stats: dict[str, StreamStats]
-
-
-def _plan_segment(fp: FirstPass, cfg: ConvertConfig, head: np.ndarray) -> _Plan:
-    grid = make_grid(head, cfg.control_rate_hz)
-    keep = np.ones(grid.size, dtype=bool)
-    valid: dict[str, np.ndarray] = {}
-    cam_idx: dict[str, np.ndarray] = {}
-    for name, cs in fp.cameras.items():
-        idx, ok = asof(cs.stamps, grid, int(cfg.cameras[name].max_age_s * NS))
-        cam_idx[name], valid[name] = idx, ok
-    joint_vals: dict[str, list[np.ndarray]] = {}
-    for sname, sources, age in (
-        ("state", fp.state, cfg.state.max_age_s),
-        ("action", fp.action, cfg.action.max_age_s),
-    ):
-        ok_all = np.ones(grid.size, dtype=bool)
-        joint_vals[sname] = []
-        for src in sources:
-            idx, ok = asof(src.stamps, grid, int(age * NS))
-            ok_all &= ok
-            joint_vals[sname].append(src.values[np.clip(idx, 0, None)])
-        valid[sname] = ok_all
-    for ok in valid.values():
-        keep &= ok
-    start, end = int(grid[0]), int(grid[-1])
-    stats: dict[str, StreamStats] = {}
-    for name, cs in fp.cameras.items():
-        stats[name] = window_stats(cs.stamps, start, end)
-    for sname, sources in (("state", fp.state), ("action", fp.action)):
-        per = [window_stats(s.stamps, start, end) for s in sources]
-        stats[sname] = StreamStats(min(p.messages for p in per), 0, max(p.largest_gap_s for p in per))
-    for name in STREAMS:
-        stats[name].dropped = int((~valid[name]).sum())
-    state = np.concatenate([v[keep] for v in joint_vals["state"]], axis=1)
-    action = np.concatenate([v[keep] for v in joint_vals["action"]], axis=1)
-    cam_rows = {name: fp.cameras[name].ordinals[cam_idx[name][keep]] for name in fp.cameras}
-    cam_stamps = {name: fp.cameras[name].stamps[cam_idx[name][keep]] for name in fp.cameras}
-    return _Plan(grid[keep], cam_rows, cam_stamps, state, action, stats)
 
 
 def convert_bag(
@@ -165,7 +121,9 @@ def convert_bag(
             progress,
             name,
         )
-    except (BagError, ConversionError, ImageDecodeError, EpisodeError, OSError) as exc:
+    except BagError as exc:
+        report.error = exc.reason  # the bag path is the report's own
+    except (ConversionError, ImageDecodeError, EpisodeError, OSError) as exc:
         report.error = str(exc)
     except Exception as exc:  # a broken bag can make any decoder raise; keep the batch going
         log.debug("unexpected error converting %s", path, exc_info=True)
@@ -203,24 +161,23 @@ def _convert(
             bar.close()
     report.notes += bag.notes
 
-    segments = split_segments(fp.cameras["head"].stamps, fp.split_marks if split_topic else np.zeros(0, np.int64))
+    bag_plan = plan_bag(fp, cfg, fp.split_marks if split_topic else None)
+    report.plan = bag_plan
+    report.notes += bag_plan.notes
     stem = name or bag_name(path)
-    plans: list[tuple[Path, _Plan, str]] = []
-    for k, head in enumerate(segments):
-        plan = _plan_segment(fp, cfg, head)
-        label = f"segment {k}" if split_topic else "bag"
-        if plan.grid.size == 0:
-            missing = ", ".join(f"{n}: {s.dropped}" for n, s in plan.stats.items() if s.dropped)
-            report.notes.append(f"{label}: 0 frames after alignment (grid points missing per stream: {missing})")
-            continue
-        text = _instruction_for(fp, int(plan.grid[-1]), instruction, cfg)
+    numbered = split_topic is not None or bag_plan.segments > 1
+    plans: list[tuple[Path, EpisodePlan, str]] = []
+    for ep in bag_plan.episodes:
+        text = _instruction_for(fp, int(ep.grid[-1]), instruction, cfg)
         if not text:
-            raise ConversionError(f"{label}: no instruction (no --instruction, no message, none in config)")
-        out = out_dir / (f"{stem}_ep{k:03d}.hdf5" if split_topic else f"{stem}.hdf5")
-        plans.append((out, plan, text))
+            raise ConversionError(
+                f"segment {ep.segment}: no instruction (no --instruction, no message, none in config)"
+            )
+        plans.append((out_dir / f"{episode_stem(stem, ep, numbered)}.hdf5", ep, text))
     if not plans:
         raise ConversionError(
-            "0 frames: no grid point had every stream within its max age; " + "; ".join(report.notes[-len(segments) :])
+            f"0 frames: no episode of at least min_episode_rows={cfg.min_episode_rows} grid points with every "
+            "stream fresh; " + "; ".join(bag_plan.notes)
         )
     existing = [p for p, _, _ in plans if p.exists()]
     if existing and not overwrite:
@@ -259,7 +216,10 @@ def _convert(
         if bar:
             bar.close()
         for w, (out, plan, text) in zip(writers, plans):
-            streams = {n: {"topic": _topic_of(cfg, n), **plan.stats[n].as_dict()} for n in STREAMS}
+            streams = {
+                n: {"topic": _topic_of(cfg, n), **plan.stats[n].as_dict(), **bag_plan.counts[n].as_dict()}
+                for n in STREAMS
+            }
             w.finish(
                 plan.state,
                 plan.action,
@@ -270,6 +230,8 @@ def _convert(
                     "control_rate_hz": float(cfg.control_rate_hz),
                     "action_convention": ACTION_CONVENTION,
                     "streams": streams,
+                    "segment": {"index": plan.segment, "part": plan.part, "parts": plan.parts,
+                                "first_grid_index": plan.first_grid_index},
                     "created_by": "memorywam-convert",
                 },
             )
@@ -279,6 +241,12 @@ def _convert(
             if w._tmp.exists():
                 w.abort()
         raise
+
+
+def episode_stem(stem: str, ep: EpisodePlan, numbered: bool) -> str:
+    """`<bag>`; `<bag>_ep<k>` per marker segment / clock part; `_part<p>` when gaps split it."""
+    base = f"{stem}_ep{ep.segment:03d}" if numbered else stem
+    return f"{base}_part{ep.part:02d}" if ep.parts > 1 else base
 
 
 def _topic_of(cfg: ConvertConfig, stream: str) -> str:
@@ -297,26 +265,40 @@ def _bar(enabled: bool, total: int, desc: str) -> Any:
 
 
 def summary_table(reports: Sequence[ConversionReport]) -> Any:
-    """rich Table: one row per episode (or failed bag), dropped grid points and largest gap per stream."""
+    """rich Table: per bag one row of counts per stream (grid points dropped / repeated stamps /
+    backward stamps), then one row per episode (frames, largest gap between messages)."""
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="memorywam-convert", show_lines=False)
-    table.add_column("episode", overflow="fold")
+    table.add_column("bag / episode", overflow="fold")
     table.add_column("frames", justify="right")
     for s in STREAMS:
         table.add_column(s.replace("_", " "), justify="right")
+    totals = StreamCounts()
+    gaps = short = short_rows = clock = 0
     for r in reports:
+        if r.plan is not None:
+            p = r.plan
+            for c in p.counts.values():
+                totals.add(c)
+            gaps, short, short_rows, clock = gaps + p.gaps, short + p.short, short_rows + p.short_rows, clock + p.clock
+            cells = [f"{p.counts[s].dropped} / {p.counts[s].repeated} / {p.counts[s].backward}" for s in STREAMS]
+            extra = f" ({p.gaps} gaps, {p.short} short dropped, {p.clock} clock)" if p.gaps + p.short + p.clock else ""
+            table.add_row(f"{escape(r.bag.name)}{extra}", "", *cells)
         if r.error:
-            table.add_row(f"{r.bag.name} [red]FAILED[/red]", "0", *[""] * len(STREAMS))
+            table.add_row(f"{escape(r.bag.name)} [red]FAILED[/red]", "0", *[""] * len(STREAMS))
             continue
         for e in r.episodes:
-            cells = [f"{e.streams[s].dropped} / {e.streams[s].largest_gap_s * 1000:.0f}" for s in STREAMS]
-            table.add_row(e.path.name, str(e.frames), *cells)
+            cells = [f"{e.streams[s].largest_gap_s * 1000:.0f} ms" for s in STREAMS]
+            table.add_row(f"  {escape(e.path.name)}", str(e.frames), *cells)
     ok = [r for r in reports if r.ok]
     table.caption = (
-        "per stream: grid points dropped / largest gap between messages (ms); "
-        f"{len(ok)}/{len(reports)} bags converted, {sum(len(r.episodes) for r in ok)} episodes, "
-        f"{sum(r.frames for r in ok)} frames"
+        "bag rows per stream: grid points dropped / repeated stamps / backward stamps; episode rows: largest gap "
+        f"between messages. {len(ok)}/{len(reports)} bags converted, {sum(len(r.episodes) for r in ok)} episodes, "
+        f"{sum(r.frames for r in ok)} frames; {gaps} gaps split episodes, {short} short pieces dropped "
+        f"({short_rows} rows), {clock} grid points with disagreeing clocks; {totals.repeated} repeated stamps "
+        f"({totals.conflicting} with conflicting values), {totals.backward} backward stamps"
     )
     return table
 
@@ -353,12 +335,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from rich.console import Console
+    from rich.markup import escape
 
     console = Console(stderr=True)
     try:
         cfg = load_config(args.config or default_config_path())
     except ConfigError as exc:
-        console.print(f"[red]config error:[/red] {exc}")
+        console.print(f"[red]config error:[/red] {escape(str(exc))}")
         return 2
     reports: list[ConversionReport] = []
     names: dict[str, Path] = {}
@@ -380,9 +363,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=not args.quiet and sys.stderr.isatty(),
         )
         for note in r.notes:
-            console.print(f"[yellow]{bag}:[/yellow] {note}")
-        if r.error:
-            console.print(f"[red]{bag}: {r.error}[/red]")
+            console.print(f"[yellow]{escape(str(bag))}:[/yellow] {escape(note)}")
+        if r.error:  # the error never repeats the bag path
+            console.print(f"[red]{escape(str(bag))}: {escape(r.error)}[/red]")
         reports.append(r)
     console.print(summary_table(reports))
     return 0 if all(r.ok for r in reports) else 1

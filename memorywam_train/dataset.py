@@ -2,8 +2,15 @@
 absolute frame ids, action chunks, proprio and the instruction embedding.
 
 A sample is one episode's frames, chosen by `mode`:
-  * "episode": frames 0 .. min(N, max_frames) - 1 of the episode;
+  * "episode": frames 0 .. min(N, max_frames) - 1 of the episode. Frames past max_frames are
+    never trained (nor the RoPE offsets the robot meets there): the dataset warns with counts;
   * "window":  `window` consecutive frames from a random start (the whole episode if shorter).
+    With window = max_frames - n_init this is "whole episodes when they fit, random windows of
+    long ones" at a bounded sequence length (config/train_paper.yaml does this). The start is
+    uniform in [-(window-1), N-1] and then clipped to the episode, so the last frame (the task's
+    end) lies in the window as often as a frame in the middle: probability window/(N+window-1)
+    for both, and up to twice that within `window` of either end (a uniform start gave the last
+    frame only 1/(N-window+1): at N=200, window=62, 0.7 % against 24 %).
     A window not starting at frame 0 gets the episode's anchor frames 0 .. n_init-1 prepended,
     because the memory rules are by absolute frame id (model/memory.py): with the anchors in the
     sequence every frame of the window sees what the robot's cache would hold, except the gists
@@ -27,6 +34,7 @@ The paper trains with batch size 1 per GPU; that is the default and needs no pad
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +49,7 @@ from memorywam_ros.runtime.normalization import Normalizer
 from .precompute import META_NAME
 
 MODES = ("episode", "window")
+log = logging.getLogger(__name__)
 
 
 def window_frames(num_frames: int, start: int, length: int, n_init: int) -> list[int]:
@@ -78,6 +87,7 @@ class LatentDataset(Dataset):
             with safe_open(str(path), framework="pt") as f:
                 self.lengths.append(f.get_slice("latents").get_shape()[0])
                 self.instructions.append(f.metadata()["instruction"])
+        self.cut = self._report_long_episodes()
         self.store = InstructionStore(self.dir / "instructions")
         self.encoder_id = self.meta["instruction_encoder"]
         self._text: dict[str, torch.Tensor] = {}
@@ -85,6 +95,24 @@ class LatentDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.files)
+
+    def _report_long_episodes(self) -> tuple[int, int]:
+        """(episodes, latent frames) that mode "episode" cuts off at max_frames; warns when any."""
+        total = sum(self.lengths)
+        if self.mode == "window":
+            long = sum(n > self.window for n in self.lengths)
+            if long:
+                log.info("%d of %d episodes are longer than window=%d latent frames: trained in random windows with "
+                         "the %d anchor frame(s) prepended", long, len(self.lengths), self.window, self.n_init)
+            return 0, 0
+        cut = [n - self.max_frames for n in self.lengths if n > self.max_frames]
+        if cut:
+            log.warning(
+                "%d of %d episodes are longer than max_frames=%d latent frames: %d of %d latent frames (%.0f%%) are "
+                "never trained in mode=episode, the longest episode has %d; use mode=window (window=%d keeps "
+                "samples at %d frames) or raise max_frames", len(cut), len(self.lengths), self.max_frames, sum(cut),
+                total, 100 * sum(cut) / total, max(self.lengths), self.max_frames - self.n_init, self.max_frames)
+        return len(cut), sum(cut)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -116,7 +144,9 @@ class LatentDataset(Dataset):
         if n <= self.window:
             return list(range(n))
         rng = np.random.default_rng((self.seed, self.epoch, index))
-        start = int(rng.integers(0, n - self.window + 1))
+        # clipped: starts 0 and n-window take the windows that would hang over an end, so the end
+        # frames are in the window with probability window / (n + window - 1), like middle ones
+        start = min(max(int(rng.integers(1 - self.window, n)), 0), n - self.window)
         return window_frames(n, start, self.window, self.n_init)
 
     def __getitem__(self, index: int) -> dict[str, Any]:

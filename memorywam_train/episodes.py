@@ -8,8 +8,11 @@ Schema (schema_version 1)::
     /images/right_wrist   uint8   (T, H, W, 3)
     /state                float32 (T, 14)       measured joints at stamps_ns[t]
     /action               float32 (T, 14)       commanded joints for time t (see attr `action_convention`)
-    /stamps_ns            int64   (T,)          grid times; bags: ROS time (ns) of the head-camera
-                                                grid; imports: round(t / control_rate_hz * 1e9)
+    /stamps_ns            int64   (T,)          grid times, uniform: stamps_ns[t] = stamps_ns[0] +
+                                                round(t * 1e9 / control_rate_hz) (precompute refuses
+                                                rows off by > 10 % of a period); bags: ROS time (ns)
+                                                of the head-camera grid (split at gaps); imports:
+                                                round(t / control_rate_hz * 1e9)
     attrs:
       schema_version      int     1
       instruction         str     the language instruction of the episode
@@ -17,7 +20,11 @@ Schema (schema_version 1)::
       control_rate_hz     float   rate of the rows (10 for converted bags)
       joint_order         str     "left arm 6, left gripper, right arm 6, right gripper"
       action_convention   str     how action rows relate to state rows (converter / importer)
-      streams             str     JSON: per stream {topic, messages, dropped, largest_gap_s, ...}
+      streams             str     JSON: per stream {topic, messages, largest_gap_s} inside this
+                                  episode, plus the source bag's counts {dropped, repeated,
+                                  conflicting, reordered, backward} (convert.py / alignment.py)
+      segment             str     JSON (converted bags): {index, part, parts, first_grid_index}:
+                                  which marker segment / clock part and which piece between gaps
       created_by          str     tool that wrote the file
 
 Joint order everywhere (CONTRACTS.md): left arm 6 joints, left gripper, right arm 6, right gripper.

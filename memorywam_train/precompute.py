@@ -48,6 +48,13 @@ The numbers are for the robot's chunk of 16; `--chunk-size K` (a multiple of 4, 
 `action.chunk_size`) scales them: OBS(j) = max(0, Kj-ℓ), mosaics after sub-steps K/4-1-ℓ, 2K/4-1-ℓ,
 3K/4-1-ℓ, K-1-ℓ (0 <= ℓ < K).
 
+All of this assumes row t is exactly t control periods after row 0: `check_grid` refuses an
+episode whose stamps_ns leave the uniform grid stamps_ns[0] + t/control_rate_hz by more than
+GRID_TOLERANCE (10 %) of a period (10 ms at 10 Hz), naming the file and the first such row. The
+converter and the RoboTwin importer write exact grids (1 ns rounding) and split episodes at gaps,
+so the tolerance only admits other writers' timestamp jitter; a dropped or repeated row is
+off by a whole period and is refused (it would shift every later mosaic and chunk).
+
 An episode of T rows yields N = 1 + (T-1) // 16 latent frames (a frame needs all 4 of its
 mosaics and the first command of its chunk; a trailing partial group is dropped). The last
 chunk(s) may run past row T-1: those steps repeat the last action (a hold, harmless to
@@ -98,6 +105,7 @@ import numpy as np
 from memorywam_ros.runtime.chunk_executor import frame_rows, observation_substeps
 from memorywam_ros.runtime.chunk_executor import obs_row as _obs_row
 
+GRID_TOLERANCE = 0.1  # of a control period: how far a row's stamp may sit from the uniform grid
 CHUNK = 16  # default actions per chunk = rows between two latent frames (the model's chunk_size)
 FORMAT = "memorywam-latents"
 VERSION = 1
@@ -106,6 +114,26 @@ RANDOM_ENCODER_ID = "random"  # what init_random / write_checkpoint(random=True)
 
 
 # ---------------------------------------------------------------------------------- alignment
+def check_grid(stamps_ns: np.ndarray, rate_hz: float, where: str | Path) -> None:
+    """Raise ValueError unless every row t is within GRID_TOLERANCE of a period of
+    stamps_ns[0] + t/rate_hz (anchored on row 0, so a slow drift is caught too)."""
+    stamps = np.asarray(stamps_ns, dtype=np.int64)
+    if not rate_hz > 0:
+        raise ValueError(f"{where}: control_rate_hz {rate_hz} is not positive")
+    period = 1e9 / rate_hz
+    expected = np.round(np.arange(stamps.size) * period)
+    off = (stamps - stamps[:1]).astype(np.float64) - expected
+    bad = np.flatnonzero(np.abs(off) > GRID_TOLERANCE * period)
+    if bad.size:
+        t = int(bad[0])
+        raise ValueError(
+            f"{where}: row {t} is stamped {(stamps[t] - stamps[0]) / 1e6:.1f} ms after row 0, expected "
+            f"{expected[t] / 1e6:.1f} ms (± {GRID_TOLERANCE * period / 1e6:.0f} ms): the rows are not a uniform "
+            f"{rate_hz:g} Hz grid (a dropped, repeated or shifted row); every later latent frame and action chunk "
+            "would be misaligned. memorywam-convert splits episodes at gaps instead"
+        )
+
+
 def num_latent_frames(num_rows: int, chunk: int = CHUNK) -> int:
     """Latent frames an episode of `num_rows` rows yields (each needs all its mosaics)."""
     return 0 if num_rows < 1 else 1 + (num_rows - 1) // chunk
@@ -144,6 +172,7 @@ def encode_episode(
     n = num_latent_frames(len(reader), chunk)
     if n == 0:
         raise ValueError(f"{reader.path}: empty episode")
+    check_grid(reader.stamps_ns, reader.control_rate_hz, reader.path)
     encoder.reset()
     latents, rows_table = [], np.full((n, 4), -1, dtype=np.int64)
     for j in range(n):

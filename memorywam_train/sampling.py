@@ -1,4 +1,5 @@
-"""Time alignment: a fixed-rate grid on the head camera and as-of sampling of every stream.
+"""Time alignment primitives: a fixed-rate grid on the head camera, as-of sampling, and the
+stamp checks (repeated stamps, clock jumps, gaps) that alignment.py applies per bag.
 
 Rules (DESIGN §1, ros2-anchors §5):
 * The grid runs from the first to the last head-camera stamp at `rate_hz` (10 Hz), anchored on
@@ -6,7 +7,8 @@ Rules (DESIGN §1, ros2-anchors §5):
 * Every stream (the head camera included) is sampled *as-of*: the latest message whose stamp is
   at or before the grid time, and no older than the stream's `max_age`. Nothing from the future
   is ever used, so state/action at grid time t cannot leak information from after t.
-* A grid point where any stream has no such message is dropped; the drop is counted against
+* A grid point where any stream has no such message is a gap: alignment.py splits the episode
+  there (`runs`), so an episode's rows stay exactly 1/rate apart; the miss is counted against
   each stream that was missing there.
 """
 
@@ -49,18 +51,31 @@ def largest_gap_s(stamps_ns: np.ndarray) -> float:
 
 @dataclass
 class StreamStats:
-    """What happened to one stream within one episode."""
+    """One stream within one episode."""
 
     messages: int = 0  # messages whose stamps fall inside the episode window
-    dropped: int = 0  # grid points dropped because this stream had no fresh message
     largest_gap_s: float = 0.0  # largest interval between its messages inside the window
 
     def as_dict(self) -> dict[str, float | int]:
-        return {
-            "messages": self.messages,
-            "dropped": self.dropped,
-            "largest_gap_s": round(self.largest_gap_s, 6),
-        }
+        return {"messages": self.messages, "largest_gap_s": round(self.largest_gap_s, 6)}
+
+
+@dataclass
+class StreamCounts:
+    """What the converter did to one stream's messages in one bag (summed over its sources)."""
+
+    dropped: int = 0  # grid points without a fresh message of this stream (gaps and trimmed ends)
+    repeated: int = 0  # messages stamped like an earlier one: dropped, the first is kept
+    conflicting: int = 0  # of those, joint messages whose values differ from the kept one
+    reordered: int = 0  # stamped at most max_age before their predecessor: sorted into place
+    backward: int = 0  # stamped more than max_age before their predecessor: clock jumps + outliers
+
+    def add(self, other: StreamCounts) -> None:
+        for key, value in vars(other).items():
+            setattr(self, key, getattr(self, key) + value)
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(vars(self))
 
 
 def window_stats(stamps_ns: np.ndarray, start_ns: int, end_ns: int) -> StreamStats:
@@ -78,3 +93,44 @@ def split_segments(stamps_ns: np.ndarray, marks_ns: np.ndarray) -> list[np.ndarr
         return [stamps_ns]
     seg_id = np.searchsorted(np.sort(marks_ns), stamps_ns, side="right")
     return [stamps_ns[seg_id == s] for s in np.unique(seg_id)]
+
+
+def clock_breaks(stamps_ns: np.ndarray, max_back_ns: int) -> tuple[np.ndarray, np.ndarray]:
+    """For stamps in storage (receive) order: (outliers, jumps), storage indices.
+
+    * outlier: a single message out of line with its two neighbours while they agree with each
+      other (more than `max_back_ns` before its predecessor or after its successor), e.g. one
+      uninitialised header; it is dropped and nothing else changes;
+    * jump: a message stamped more than `max_back_ns` before its predecessor (outliers aside):
+      the stream's clock went back, so stamps before and after it cannot be compared.
+    """
+    n = stamps_ns.size
+    outlier = np.zeros(n, dtype=bool)
+    if n >= 3:
+        prev, cur, nxt = stamps_ns[:-2], stamps_ns[1:-1], stamps_ns[2:]
+        outlier[1:-1] = (nxt >= prev - max_back_ns) & ((cur < prev - max_back_ns) | (cur > nxt + max_back_ns))
+    kept = np.flatnonzero(~outlier)
+    s = stamps_ns[kept]
+    return np.flatnonzero(outlier), kept[1:][s[1:] < s[:-1] - max_back_ns]
+
+
+def first_per_stamp(stamps_ns: np.ndarray, values: np.ndarray | None = None) -> tuple[np.ndarray, StreamCounts]:
+    """Indices (into `stamps_ns`, storage order) of the messages to sample from, sorted by stamp,
+    one per stamp: of messages sharing a stamp the first stored is kept (a later one carries a
+    stale stamp, so its true time is unknown). Counts repeated, conflicting (rows of `values`
+    that differ from the kept message's) and reordered (a stamp below its predecessor's)."""
+    order = np.argsort(stamps_ns, kind="stable")
+    s = stamps_ns[order]
+    dup = np.zeros(s.size, dtype=bool)
+    dup[1:] = s[1:] == s[:-1]
+    counts = StreamCounts(repeated=int(dup.sum()), reordered=int((np.diff(stamps_ns) < 0).sum()))
+    if values is not None and dup.any():
+        first = order[np.maximum.accumulate(np.where(dup, 0, np.arange(s.size)))]
+        counts.conflicting = int((values[order[dup]] != values[first[dup]]).any(axis=1).sum())
+    return order[~dup], counts
+
+
+def runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """Maximal runs of True as [start, stop) pairs."""
+    edges = np.diff(np.concatenate(([0], mask.astype(np.int8), [0])))
+    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))

@@ -1,6 +1,7 @@
 """First pass over a bag: stamps of every camera message and joint vectors of every state/action
-source, gathered per topic and sorted by stamp (the pixels are decoded later, only for the frames
-that make it onto the grid)."""
+source, gathered per topic in storage (= receive) order, with each message's receive time (the
+pixels are decoded later, only for the frames that make it onto the grid). Sorting, repeated
+stamps and clock jumps are alignment.py's business: it needs the storage order to tell them apart."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ class ConversionError(RuntimeError):
 class CameraStream:
     topic: str
     msgtype: str
-    stamps: np.ndarray  # int64, sorted
-    ordinals: np.ndarray  # per-topic message ordinal (storage order) of each sorted stamp
+    stamps: np.ndarray  # int64, storage order (message k of the topic is stamps[k])
+    recv: np.ndarray  # int64 bag receive time of each message
     header_stamps: bool = True  # stamps are header.stamp (False: bag receive time)
 
 
@@ -31,7 +32,8 @@ class CameraStream:
 class JointSource:
     cfg: SourceConfig
     msgtype: str
-    stamps: np.ndarray  # int64, sorted
+    stamps: np.ndarray  # int64, storage order
+    recv: np.ndarray  # int64 bag receive time of each message
     values: np.ndarray  # float64 (n, width)
     skipped: int = 0  # messages on the topic that lacked the configured joint names
 
@@ -147,9 +149,11 @@ def first_pass(
     extract = [_extractor(s, types[s.topic]) for _, s in sources]
     src_header = [_stamp_fn(bag, types[s.topic], s.stamp, s.topic) for _, s in sources]
     src_stamps: list[list[int]] = [[] for _ in sources]
+    src_recv: list[list[int]] = [[] for _ in sources]
     src_values: list[list[np.ndarray]] = [[] for _ in sources]
     skipped = [0] * len(sources)
     cam_stamps: dict[str, list[int]] = {t: [] for t in cam_by_topic}
+    cam_recv: dict[str, list[int]] = {t: [] for t in cam_by_topic}
     instructions: list[tuple[int, str]] = []
     marks: list[int] = []
     instr_topic = cfg.instruction_topic if cfg.instruction_topic in types else None
@@ -160,6 +164,7 @@ def first_pass(
             progress(n)
         if topic in cam_by_topic:
             cam_stamps[topic].append(header_stamp_from_cdr(raw) if cam_header[topic] else t_recv)
+            cam_recv[topic].append(t_recv)
             continue
         if topic in by_topic:
             msg = bag.deserialize(raw, types[topic])
@@ -173,6 +178,7 @@ def first_pass(
                     src_stamps[i].append(st.sec * 1_000_000_000 + st.nanosec)
                 else:
                     src_stamps[i].append(t_recv)
+                src_recv[i].append(t_recv)
                 src_values[i].append(values)
         if topic == instr_topic:
             msg = bag.deserialize(raw, types[topic])
@@ -185,9 +191,8 @@ def first_pass(
 
     cameras: dict[str, CameraStream] = {}
     for topic, (name, _) in cam_by_topic.items():
-        st = np.asarray(cam_stamps[topic], dtype=np.int64)
-        order = np.argsort(st, kind="stable")
-        cameras[name] = CameraStream(topic, types[topic], st[order], order.astype(np.int64), cam_header[topic])
+        st, rt = (np.asarray(x[topic], dtype=np.int64) for x in (cam_stamps, cam_recv))
+        cameras[name] = CameraStream(topic, types[topic], st, rt, cam_header[topic])
     state: list[JointSource] = []
     action: list[JointSource] = []
     for i, (stream_name, s) in enumerate(sources):
@@ -197,9 +202,8 @@ def first_pass(
         widths = {v.size for v in src_values[i]}
         if len(widths) != 1:
             raise ConversionError(f"{stream_name} source {s.key}: message width varies {sorted(widths)}")
-        st = np.asarray(src_stamps[i], dtype=np.int64)
-        order = np.argsort(st, kind="stable")
-        js = JointSource(s, types[s.topic], st[order], np.stack(src_values[i])[order], skipped[i])
+        st, rt = (np.asarray(x[i], dtype=np.int64) for x in (src_stamps, src_recv))
+        js = JointSource(s, types[s.topic], st, rt, np.stack(src_values[i]), skipped[i])
         (state if stream_name == "state" else action).append(js)
     for stream_name, js_list in (("state", state), ("action", action)):
         width = sum(j.values.shape[1] for j in js_list)

@@ -216,3 +216,96 @@ def test_model_overrides_merge_into_the_preset() -> None:
     assert config.action.chunk_size == 4 and config.video.num_layers == 2
     with pytest.raises(SystemExit, match="invalid model overrides"):
         model_config(TrainConfig.load(None, ["model={memory: {n_recnt: 2}}"]))
+
+
+def test_gap_in_a_real_bag_never_shifts_latent_frames(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """Head frames 20-22 dropped in a rosbag2 bag: grid point 0.7 s has no head frame, so the
+    episode starts after the gap (the 7 rows before it are too short) and every latent frame takes
+    its mosaics exactly 0.4 s apart: 0.8 s; 1.2/1.6/2.0/2.4 s; 2.8/... (not 0.9/1.3/1.7 s)."""
+    from train_bag_helpers import T0_NS, BagSpec, config_dict, red_of, write_bag
+
+    from memorywam_train.config import config_from_dict
+    from memorywam_train.convert import convert_bag
+
+    truth = write_bag(tmp_path / "bag", BagSpec(duration_s=6.0, drop={"head": [20, 21, 22]}), "mcap")
+    rep = convert_bag(tmp_path / "bag", config_from_dict(config_dict()), tmp_path / "episodes")
+    assert [(e.path.name, e.frames) for e in rep.episodes] == [("bag.hdf5", 52)]
+    result = precompute(tmp_path / "episodes", tiny_checkpoint, tmp_path / "latents", random_text_dim=32,
+                        text_len=16, progress=False)
+    assert not result.failed
+    saved = load_file(str(tmp_path / "latents" / "bag.safetensors"))
+    ep = read_episode(tmp_path / "episodes" / "bag.hdf5")
+    head = sorted(truth.cams["head"])
+    ms = [[int(ep.stamps_ns[r] - T0_NS) // 1_000_000 for r in rows if r >= 0] for rows in saved["mosaic_rows"].tolist()]
+    assert ms == [[800], [1200, 1600, 2000, 2400], [2800, 3200, 3600, 4000], [4400, 4800, 5200, 5600]]
+    for rows in saved["mosaic_rows"].tolist():
+        for r in (r for r in rows if r >= 0):  # the head frame of each mosaic is the as-of frame of its time
+            g = int(ep.stamps_ns[r])
+            want = max((s, k) for s, k in head if s <= g)[1]
+            assert ep.images["head"][r, 32, 40, 0] == red_of(want)
+    assert saved["proprio"].shape[0] == 4 and torch.equal(saved["proprio"], torch.from_numpy(ep.state[[0, 16, 32, 48]]))
+
+
+def test_precompute_refuses_rows_off_the_grid(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    import h5py
+
+    for name, rows in (("ok", 20), ("dropped_row", 20), ("jitter", 20), ("drift", 40)):
+        _episode(tmp_path / "episodes" / f"{name}.hdf5", rows, 0, "stack the cubes")
+    with h5py.File(tmp_path / "episodes" / "dropped_row.hdf5", "r+") as f:
+        f["stamps_ns"][5:] = f["stamps_ns"][5:] + 100_000_000  # row 5 is the grid point after a missing one
+    with h5py.File(tmp_path / "episodes" / "jitter.hdf5", "r+") as f:
+        f["stamps_ns"][3] = f["stamps_ns"][3] + 9_000_000  # within 10 ms: timestamp jitter is fine
+    with h5py.File(tmp_path / "episodes" / "drift.hdf5", "r+") as f:
+        f["stamps_ns"][...] = np.arange(40) * 99_000_000  # 1 % fast: off by > 10 ms from row 11 on
+    result = precompute(tmp_path / "episodes", tiny_checkpoint, tmp_path / "latents", random_text_dim=32,
+                        text_len=16, progress=False)
+    assert sorted(p.name for p in result.written) == ["jitter.safetensors", "ok.safetensors"]
+    failed = {p.name: err for p, err in result.failed}
+    assert sorted(failed) == ["drift.hdf5", "dropped_row.hdf5"]
+    assert str(tmp_path / "episodes" / "dropped_row.hdf5") in failed["dropped_row.hdf5"]
+    assert "row 5 is stamped 600.0 ms after row 0, expected 500.0 ms" in failed["dropped_row.hdf5"]
+    assert "row 11 is stamped 1089.0 ms after row 0, expected 1100.0 ms" in failed["drift.hdf5"]
+    assert not (tmp_path / "latents" / "dropped_row.safetensors").exists()
+
+
+def test_long_episodes_cut_by_max_frames_are_counted(
+    latents: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    _, out = latents  # 3 and 5 latent frames
+    with caplog.at_level("WARNING", logger="memorywam_train.dataset"):
+        ds = LatentDataset(out, mode="episode", max_frames=3)
+    assert ds.cut == (1, 2)
+    assert "1 of 2 episodes are longer than max_frames=3 latent frames: 2 of 8 latent frames (25%) are never " \
+        "trained" in caplog.text and "the longest episode has 5" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="memorywam_train.dataset"):
+        assert LatentDataset(out, mode="episode", max_frames=5).cut == (0, 0)
+        assert LatentDataset(out, mode="window", window=3).cut == (0, 0)
+    assert not caplog.text
+
+
+def test_window_mode_frames_and_absolute_rope_ids(latents: tuple[Path, Path]) -> None:
+    """Long episodes in window mode: anchors 0, 1 in front of the window, ids absolute all the way to
+    the model's RoPE positions, and every frame (the last ones too) equally often in the window."""
+    from memorywam_ros.model.rope import video_positions
+
+    _, out = latents
+    ds = LatentDataset(out, mode="window", window=2, n_init=2, seed=0)
+    raw = load_file(str(out / "ep1.safetensors"))
+    seen = np.zeros(5)
+    for epoch in range(3000):
+        ds.set_epoch(epoch)
+        ids = ds.frames(1)
+        rng = np.random.default_rng((0, epoch, 1))
+        start = min(max(int(rng.integers(-1, 5)), 0), 3)
+        assert ids == {0: [0, 1], 1: [0, 1, 2], 2: [0, 1, 2, 3], 3: [0, 1, 3, 4]}[start]  # anchors 0, 1 in front
+        seen[start : start + 2] += 1
+        if epoch < 20:
+            sample = ds[1]
+            assert sample["frame_ids"].tolist() == ids
+            assert torch.equal(sample["latents"], raw["latents"][ids])
+            batch = collate([sample])
+            t = video_positions(batch["frame_ids"], 12, 10)[..., 0].reshape(1, len(ids), -1)
+            assert (t == torch.tensor(ids, dtype=t.dtype)[None, :, None]).all()  # RoPE time = absolute frame id
+    # the first, middle and last frame: window / (n + window - 1); frames 1 and 3 also get clipped starts
+    np.testing.assert_allclose(seen / 3000, [2 / 6, 3 / 6, 2 / 6, 3 / 6, 2 / 6], atol=0.03)

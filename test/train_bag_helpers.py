@@ -93,6 +93,11 @@ class BagSpec:
         default_factory=lambda: {"head": "rgb8", "left_wrist": "bgr8", "right_wrist": "jpeg"}
     )
     drop: dict[str, list[int]] = field(default_factory=dict)  # camera -> frame numbers left out
+    # clock faults (header stamps only; receive times stay true time + latency):
+    repeat_stamp: dict[str, list[int]] = field(default_factory=dict)  # camera -> frames stamped like frame k-1
+    shift_stamps: dict[str, tuple[int, int]] = field(default_factory=dict)  # camera -> (from frame, +ns)
+    outlier_stamps: dict[str, dict[int, int]] = field(default_factory=dict)  # camera -> {frame: stamp ns}
+    duplicate_state: list[int] = field(default_factory=list)  # JointState messages stored twice, +50 the 2nd
     instruction: str | None = "stack the cubes"
     seed: int = 0
     arx: bool = False  # state/action as ARX RobotStatus (state) + JointControl (action) per arm
@@ -104,7 +109,8 @@ class BagSpec:
 class Written:
     """Ground truth of what went into the bag (header/receive stamps per stream)."""
 
-    cams: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # cam -> [(stamp, frame)]
+    cams: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # cam -> [(header stamp, frame)]
+    true_ns: dict[str, dict[int, int]] = field(default_factory=dict)  # cam -> {frame: when it was taken}
     state: list[int] = field(default_factory=list)  # stamps used for state
     action: list[int] = field(default_factory=list)  # stamps used for action
 
@@ -121,16 +127,23 @@ def write_bag(path: Path, spec: BagSpec, storage: str = "mcap") -> Written:
         for cam, topic in CAM_TOPICS.items():
             kind = spec.cam_kinds[cam]
             mt = "sensor_msgs/msg/CompressedImage" if kind == "jpeg" else "sensor_msgs/msg/Image"
-            truth.cams[cam] = []
+            truth.cams[cam], truth.true_ns[cam] = [], {}
             n = int(spec.duration_s * spec.cam_hz)
             for k in range(n):
                 stamp = T0_NS + int(k / spec.cam_hz * 1e9) + int(rng.integers(-3_000_000, 3_000_000))
                 if k == 0:
                     stamp = T0_NS + (0 if cam == "head" else -5_000_000)
+                true = stamp
+                if k in spec.repeat_stamp.get(cam, []):
+                    stamp = truth.cams[cam][-1][0]
+                if cam in spec.shift_stamps and k >= spec.shift_stamps[cam][0]:
+                    stamp += spec.shift_stamps[cam][1]
+                stamp = spec.outlier_stamps.get(cam, {}).get(k, stamp)
                 if k in spec.drop.get(cam, []):
                     continue
                 truth.cams[cam].append((stamp, k))
-                msgs.append((stamp + 8_000_000, topic, mt, (cam, k, stamp, kind)))
+                truth.true_ns[cam][k] = true
+                msgs.append((true + 8_000_000, topic, mt, (cam, k, stamp, kind)))
     period = int(1e9 / spec.joint_hz)
     t = T0_NS - 20_000_000
     while t < end + 20_000_000:
@@ -156,6 +169,15 @@ def write_bag(path: Path, spec: BagSpec, storage: str = "mcap") -> Written:
                 effort=np.zeros(0),
             )
             msgs.append((stamp + 1_000_000, "/joint_states", "sensor_msgs/msg/JointState", msg))
+            if len(truth.state) - 1 in spec.duplicate_state:  # same stamp, other values, stored right after
+                twin = ts.types["sensor_msgs/msg/JointState"](
+                    header=_header(ts, stamp),
+                    name=[JOINT_NAMES[i] for i in order],
+                    position=np.array([joint_value(stamp, int(i), 50.0) for i in order]),
+                    velocity=np.zeros(14),
+                    effort=np.zeros(0),
+                )
+                msgs.append((stamp + 1_000_001, "/joint_states", "sensor_msgs/msg/JointState", twin))
         t += period
     period = int(1e9 / spec.cmd_hz)
     t = T0_NS - 30_000_000
@@ -208,7 +230,7 @@ def write_bag(path: Path, spec: BagSpec, storage: str = "mcap") -> Written:
     return truth
 
 
-def config_dict(arx: bool = False, cam_age: float = 0.05) -> dict[str, Any]:
+def config_dict(arx: bool = False, cam_age: float = 0.05, **top: Any) -> dict[str, Any]:
     cams = {c: {"topic": t, "max_age_s": cam_age} for c, t in CAM_TOPICS.items()}
     if arx:
         state = [
@@ -238,4 +260,5 @@ def config_dict(arx: bool = False, cam_age: float = 0.05) -> dict[str, Any]:
         "cameras": cams,
         "state": {"max_age_s": 0.03, "sources": state},
         "action": {"max_age_s": 0.05, "sources": action},
+        **top,
     }
