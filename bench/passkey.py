@@ -256,8 +256,9 @@ def _cached_gist(cache, start: int, m: int) -> torch.Tensor:
 def nearest_centroid_accuracy(features: torch.Tensor, labels: list[int]) -> list[float]:
     """Gist probe, per layer: class means fitted on the first half of the episodes, accuracy on the second half.
 
-    features (episodes, layers, F). High on the cue frame's gist = the class was written into the gist;
-    chance on the next frame's gist = what the policy reads there is not the cue."""
+    features (episodes, layers, F). High on the cue frame's gist = the class was written into the gist.
+    The next frame's gist is no clean control: it sees frame c through the window and the cue's gist,
+    so the class may be copied into it (it is: bench/results/passkey_full.json)."""
     y = torch.tensor(labels)
     n = len(labels) // 2
     out = []
