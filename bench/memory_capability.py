@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import sys
 import tempfile
@@ -51,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from diffusers import AutoencoderKLWan  # noqa: E402
+from memory_training import train_model, wilson  # noqa: E402  (memory_dual_arm imports them from here)
 
 from memorywam_ros.model import MemoryConfig, MemoryRules, MemoryWAM, MemoryWAMConfig, VideoDiTConfig  # noqa: E402
 from memorywam_ros.model.config import ActionDiTConfig  # noqa: E402
@@ -69,8 +69,6 @@ from memorywam_ros.sim.minigrid_memory import (  # noqa: E402
     frame_mosaics,
     run_oracle_episode,
 )
-from memorywam_train.dataset import collate  # noqa: E402
-from memorywam_train.train import TrainConfig, flow_matching_loss, lr_at  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 POLICIES = ("hybrid", "window", "full", "no_gist", "no_anchor")
@@ -97,16 +95,6 @@ def bench_config(policy: str, mosaic: tuple[int, int] = MOSAIC_SIZE) -> MemoryWA
         latent_width=mosaic[1] // 16,
         text_len=8,
     )
-
-
-def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95 % Wilson score interval of a binomial proportion."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 # ------------------------------------------------------------------------------------ data
@@ -200,39 +188,6 @@ def cue_held_fraction(episodes: list[Episode], policy: str) -> float:
 
 
 # ------------------------------------------------------------------------------------ train / eval
-def train_model(config: MemoryWAMConfig, data: list[dict], steps: int, batch: int, seed: int,
-                cond_noise: float = 1.0) -> tuple[MemoryWAM, dict]:
-    """Train MemoryWAM(config) from scratch on in-memory samples (LatentDataset layout), one process."""
-    cfg = TrainConfig(steps=steps, lr=1e-3, min_lr=1e-4, warmup_steps=100, seed=seed, cond_noise_prob=cond_noise)
-    torch.manual_seed(seed)
-    model = MemoryWAM(config)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "scale_shift_table" not in n]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "scale_shift_table" in n]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=tuple(cfg.betas))
-    gen = torch.Generator().manual_seed(seed)
-    order = np.random.default_rng(seed)
-    perm: list[int] = []
-    losses, t0 = [], time.perf_counter()
-    model.train()
-    for step in range(steps):
-        if len(perm) < batch:
-            perm += order.permutation(len(data)).tolist()
-        idx, perm = perm[:batch], perm[batch:]
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        loss, video_loss, action_loss = flow_matching_loss(model, collate([data[i] for i in idx]), cfg, gen, "cpu")
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append((float(video_loss), float(action_loss)))
-    tail = np.array(losses[-max(1, steps // 10):])
-    params = sum(p.numel() for p in model.parameters())
-    return model.eval(), {"params": params, "train_s": time.perf_counter() - t0,
-                          "final_video_loss": float(tail[:, 0].mean()), "final_action_loss": float(tail[:, 1].mean())}
-
-
 def evaluate(model: MemoryWAM, vae: AutoencoderKLWan, normalizer: Normalizer, store: InstructionStore,
              env_id: str, seeds: list[int], cap: int, mosaic: tuple[int, int] = MOSAIC_SIZE,
              cue_hint: bool = False) -> dict:

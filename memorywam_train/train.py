@@ -158,6 +158,34 @@ def flow_matching_loss(model, batch: dict[str, torch.Tensor], cfg: TrainConfig, 
     return loss, video_loss.detach(), action_loss.detach()
 
 
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW (DESIGN §5) without weight decay on biases, norms and the modulation tables."""
+    decay = [p for name, p in model.named_parameters() if p.ndim >= 2 and "scale_shift_table" not in name]
+    no_decay = [p for name, p in model.named_parameters() if p.ndim < 2 or "scale_shift_table" in name]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=tuple(cfg.betas),
+    )
+
+
+def train_step(model, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor], cfg: TrainConfig,
+               gen: torch.Generator, device, step: int):
+    """One optimisation step: schedule (lr_at), flow-matching loss, backward, grad clip, AdamW.
+
+    The one step every trainer runs (memorywam-train here, the benchmarks in bench/ in one process).
+    Returns (loss, video loss, action loss, grad norm, lr), the losses detached."""
+    lr = lr_at(step, cfg)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    loss, video_loss, action_loss = flow_matching_loss(model, batch, cfg, gen, device)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach(), video_loss, action_loss, grad_norm, lr
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="memorywam-train", description="Train MemoryWAM (run under torchrun).")
     parser.add_argument("--config", default=None, help="YAML (config/train_tiny.yaml, config/train_paper.yaml)")
@@ -198,13 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         full_state = fsdp.initial_state_dict(config, cfg.seed, cfg.init_video_from, cfg.init_from)
     model = fsdp.build_sharded_model(config, device, param_dtype, ac, full_state, broadcast=resume_from is None)
     del full_state
-    decay = [p for name, p in model.named_parameters() if p.ndim >= 2 and "scale_shift_table" not in name]
-    no_decay = [p for name, p in model.named_parameters() if p.ndim < 2 or "scale_shift_table" in name]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr,
-        betas=tuple(cfg.betas),
-    )
+    optimizer = build_optimizer(model, cfg)
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + rank)  # per-rank noise stream
     step, epoch, batch_in_epoch = 0, 0, 0
     if resume_from is not None:
@@ -236,14 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         for batch in loader:
             t0 = time.perf_counter()
-            lr = lr_at(step, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss, video_loss, action_loss = flow_matching_loss(model, batch, cfg, gen, device)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            loss, video_loss, action_loss, grad_norm, lr = train_step(model, optimizer, batch, cfg, gen, device, step)
             step += 1
             batch_in_epoch += 1
             if batch_in_epoch == len(batches):

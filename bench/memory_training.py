@@ -1,0 +1,65 @@
+"""What every memory benchmark shares: one-process training through the trainer's step, and the Wilson interval.
+
+No simulator and no VAE here, so the sim-free passkey probe (bench/passkey.py) and its CI test
+import it without MiniGrid; bench/memory_capability.py re-exports both for its older importers.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from memorywam_ros.model import MemoryWAM, MemoryWAMConfig
+from memorywam_train.dataset import collate
+from memorywam_train.train import TrainConfig, build_optimizer, train_step
+
+
+def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95 % Wilson score interval of a binomial proportion."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def train_model(config: MemoryWAMConfig, data: Sequence[dict], steps: int, batch: int, seed: int,
+                cond_noise: float = 1.0, **train: object) -> tuple[MemoryWAM, dict]:
+    """Train MemoryWAM(config) from scratch on samples in the LatentDataset layout, one process.
+
+    Each step is `memorywam_train.train.train_step` (lr_at schedule, flow_matching_loss, clip,
+    AdamW from build_optimizer) on a `collate`d batch, as memorywam-train runs it; only the FSDP /
+    torchrun set-up is left out (it buys nothing at these sizes). `data` may be any sequence
+    (a lazily generated one too). Learning rate 1e-3 with 100 warm-up steps and cosine decay to
+    1e-4: the paper's 2e-4 fine-tunes a pretrained 5B model, these models start from scratch.
+    `train` overrides further TrainConfig fields (e.g. loss_video_weight=0.0)."""
+    knobs = {"lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 100, "cond_noise_prob": cond_noise, **train}
+    cfg = TrainConfig(steps=steps, seed=seed, **knobs)
+    torch.manual_seed(seed)
+    model = MemoryWAM(config)
+    opt = build_optimizer(model, cfg)
+    gen = torch.Generator().manual_seed(seed)
+    order = np.random.default_rng(seed)
+    perm: list[int] = []
+    losses, t0 = [], time.perf_counter()
+    model.train()
+    for step in range(steps):
+        if len(perm) < batch:
+            perm += order.permutation(len(data)).tolist()
+        idx, perm = perm[:batch], perm[batch:]
+        batch_data = collate([data[i] for i in idx])
+        _, video_loss, action_loss, _, _ = train_step(model, opt, batch_data, cfg, gen, "cpu", step)
+        losses.append((float(video_loss), float(action_loss)))
+    tail = np.array(losses[-max(1, steps // 10):])
+    params = sum(p.numel() for p in model.parameters())
+    return model.eval(), {"params": params, "train_s": time.perf_counter() - t0,
+                          "final_video_loss": float(tail[:, 0].mean()), "final_action_loss": float(tail[:, 1].mean())}

@@ -1,0 +1,115 @@
+"""Passkey probe (bench/passkey.py): the episode construction is pinned; the probe trains and evaluates end to end.
+
+The accuracy is the benchmark's business (bench/results/passkey_*.md); here: the cue sits at frame c
+after the anchors, the query at the last frame, the class label on the last chunk only, and a few
+training steps run through the trainer's step and the robot's incremental cache into the report.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+import passkey as pk
+
+from memorywam_ros.model import MemoryRules
+from memorywam_train.dataset import collate
+
+
+def matched_filter(ep: pk.Episode) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per frame: correlation with each cue pattern (T, K) and with the query marker (T,), ~AMP² where present."""
+    cues, query = pk.patterns()
+    flat = ep.latents.flatten(1)
+    return flat @ cues.flatten(1).T / cues[0].numel(), flat @ query.flatten() / query.numel()
+
+
+@pytest.mark.parametrize("delay", [8, 32])
+def test_cue_at_frame_c_after_the_anchors_and_query_at_the_last_frame(delay):
+    strong = pk.AMP**2 / 2
+    for seed in range(16):
+        ep = pk.make_episode(seed, delay)
+        last = ep.num_frames - 1
+        assert pk.MEMORY["n_init"] <= ep.cue_frame < pk.MEMORY["n_init"] + pk.JITTER
+        assert last - ep.cue_frame == delay  # D = last frame - c
+        cue_score, query_score = matched_filter(ep)
+        assert (cue_score > strong).nonzero().tolist() == [[ep.cue_frame, ep.label]]
+        assert (query_score > strong).nonzero().flatten().tolist() == [last]
+        # distractors are unit noise everywhere else
+        others = [t for t in range(ep.num_frames) if t not in (ep.cue_frame, last)]
+        assert abs(float(ep.latents[others].std()) - 1.0) < 0.05
+
+
+def test_class_label_only_on_the_last_chunk():
+    labels = set()
+    for seed in range(40):
+        ep = pk.make_episode(seed, 8)
+        labels.add(ep.label)
+        assert ep.actions.shape == (ep.num_frames, pk.CHUNK, pk.ACTION_DIM)
+        assert torch.count_nonzero(ep.actions[:-1]) == 0  # every other chunk: the neutral action
+        expected = torch.zeros(pk.CHUNK, pk.ACTION_DIM)
+        expected[:, pk.CLASS_JOINT] = float(pk.TARGETS[ep.label])
+        assert torch.equal(ep.actions[-1], expected)
+        assert pk.decode_class(ep.actions[-1]) == ep.label
+    assert labels == set(range(pk.NUM_CLASSES))
+    assert pk.NUM_CLASSES >= 4
+
+
+def test_training_samples_are_whole_episodes_in_the_dataset_layout():
+    text = pk.instruction_text()
+    data = pk.PasskeyEpisodes(8, text, count=3)
+    batch = collate([data[0], data[1], data[2]])
+    lengths = [pk.make_episode(i, 8).num_frames for i in range(3)]
+    assert batch["latents"].shape[:2] == (3, max(lengths))
+    for i, n in enumerate(lengths):
+        assert batch["frame_valid"][i].sum() == n
+        assert torch.equal(batch["frame_ids"][i, :n], torch.arange(n))
+        assert bool(batch["action_mask"][i, :n].all())
+        assert torch.equal(batch["actions"][i, :n], pk.make_episode(i, 8).actions)
+    with pytest.raises(ValueError, match="evaluation seeds"):
+        pk.PasskeyEpisodes(8, text, count=10, seed0=pk.EVAL_SEED0 - 5)
+
+
+def test_sizes_put_every_delay_beyond_the_window_and_hybrid_cache_under_an_eighth():
+    config = pk.probe_config("hybrid")
+    assert pk.window_reach(config) == config.video.num_layers * (config.memory.n_recent - 1) + 1
+    assert min(pk.DELAYS) > pk.window_reach(config)
+    frames = pk.MEMORY["n_init"] + max(pk.DELAYS) + 1  # the shortest episode at the longest delay
+    L = config.tokens_per_frame
+    hybrid = MemoryRules(config.memory).held_tokens(frames, L)
+    full = MemoryRules(pk.probe_config("full").memory).held_tokens(frames, L)
+    assert hybrid * 8 <= full
+
+
+def test_probe_trains_and_evaluates_through_the_cache_end_to_end(tmp_path, monkeypatch):
+    torch.set_num_threads(1)
+    knobs = {"delays": [4], "steps": 2, "batch": 2, "episodes": 4, "seed": 0}
+    stem = tmp_path / "passkey_test"
+    result = pk.run(knobs, ["hybrid", "window"], stem, "test", "test")
+    saved = json.loads(stem.with_suffix(".json").read_text())
+    assert set(saved["cells"]) == {"hybrid@4", "window@4"}
+    assert stem.with_suffix(".md").is_file()
+    bytes_per_token = pk.probe_config("hybrid").video.num_layers * 2 * 2 * 16 * 4  # layers·(k, v)·heads·dim·fp32
+    for key, cell in result["cells"].items():
+        policy = cell["policy"]
+        assert cell["episodes"] == 4 and 0 <= cell["correct"] <= 4
+        assert cell["ci95"][0] <= cell["accuracy"] <= cell["ci95"][1]
+        assert cell["latency_ms_median"] > 0 and cell["train"]["train_s"] > 0
+        frames = pk.make_episode(pk.EVAL_SEED0 + 3, 4).num_frames  # the last episode evaluated
+        config = pk.probe_config(policy)
+        assert cell["cache_tokens"] == MemoryRules(config.memory).held_tokens(frames, config.tokens_per_frame)
+        assert cell["cache_bytes"] == cell["cache_tokens"] * bytes_per_token
+        assert (cell["gist_probe"] is None) == (policy == "window"), key
+    assert len(result["cells"]["hybrid@4"]["gist_probe"]["cue"]) == 2  # one accuracy per layer
+
+    # resume: the cells already in the JSON are not trained again; other knobs are refused
+    monkeypatch.setattr(pk, "train_cell", lambda *a, **k: pytest.fail("a finished cell was trained again"))
+    again = pk.run(knobs, ["hybrid", "window"], stem, "test", "test")
+    assert again["cells"] == saved["cells"]
+    with pytest.raises(SystemExit, match="other knobs"):
+        pk.run(dict(knobs, steps=3), ["hybrid"], stem, "test", "test")
