@@ -1,13 +1,24 @@
 """Complete checkpoint directories: everything the robot needs, in one folder.
 
-    DIR/memorywam.json       manifest: format, camera order, image size, chunk, control rate, memory
+    DIR/memorywam.json       manifest: format, camera order, image size, chunk, control rate, memory,
+                             sampler (the training's sigma shifts and the default Euler step count)
     DIR/model/               MemoryWAM weights + config (safetensors + config.json)
     DIR/vae/                 diffusers AutoencoderKLWan (Wan2.2 layout)
     DIR/normalization.json   state/action statistics
     DIR/instructions/        precomputed umT5 instruction embeddings (the robot never loads T5)
 
 `load_checkpoint(DIR)` checks every part and the fit between them, and fails with a message
-naming the part. `memorywam-checkpoint init-random --preset tiny --out DIR` writes a complete
+naming the part. A manifest written before the "sampler" entry existed loads with
+SamplerSettings() (action shift 1, video shift 5, 10 steps: TrainConfig's defaults, which every
+such checkpoint was trained with unless its run overrode shift_action) and a warning.
+
+The VAE always loads in float32, whatever the model's dtype: the training latents come from a
+float32 VAE (memorywam-precompute), and a bfloat16 encoder moves them (random-weight Wan2.2
+structure: ~1 % of their standard deviation rms, up to ~8 % per element, growing along the
+episode through the causal cache; bench/vae_precision.py). Cost: the encoder's weights take
+571 MiB instead of 285 MiB, and its convolutions run in float32 (TF32 on CUDA) instead of bf16.
+
+`memorywam-checkpoint init-random --preset tiny --out DIR` writes a complete
 random-weight directory for tests, benchmarks and robot smoke tests (it moves the arm
 randomly within the node's limits: never run it enabled on a robot near people).
 """
@@ -17,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +37,7 @@ import torch
 from diffusers import AutoencoderKLWan
 
 from ..model import CheckpointError, MemoryWAM, MemoryWAMConfig
+from ..model.flow_matching import SamplerSettings
 from .chunk_executor import observation_substeps
 from .instructions import InstructionStore, random_instruction_embeddings
 from .normalization import Normalizer
@@ -45,9 +58,12 @@ class Checkpoint:
     vae: AutoencoderKLWan
     normalizer: Normalizer
     instructions: InstructionStore
+    sampler: SamplerSettings
 
 
-def _manifest(config: MemoryWAMConfig, image_size: tuple[int, int], random: bool, encoder_id: str) -> dict[str, Any]:
+def _manifest(
+    config: MemoryWAMConfig, image_size: tuple[int, int], random: bool, encoder_id: str, sampler: SamplerSettings
+) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -61,6 +77,8 @@ def _manifest(config: MemoryWAMConfig, image_size: tuple[int, int], random: bool
         "memory": dict(config.memory.__dict__),
         # embeddings of any other text encoder mean nothing to this model
         "instruction_encoder": encoder_id,
+        # inference integrates the flow the model was trained on: same shifts (flow_matching.py)
+        "sampler": sampler.to_dict(),
         "parts": {
             "model": "model",
             "vae": "vae",
@@ -79,11 +97,14 @@ def write_checkpoint(
     random: bool = False,
     image_size: tuple[int, int] = (384, 320),
     encoder_id: str | None = None,
+    sampler: SamplerSettings | None = None,
 ) -> Path:
     """Write a complete directory; `instructions` maps text -> (T, text_dim) embedding.
 
     `encoder_id` names the text encoder the embeddings (and the training) came from
     (`instructions.encoder_identity`); later instructions must come from the same encoder.
+    `sampler`: the training run's SamplerSettings (memorywam_train.train.sampler_settings);
+    None: the defaults, which are TrainConfig's.
     """
     encoder_id = encoder_id or ("random" if random else "external")
     directory = Path(directory)
@@ -95,14 +116,18 @@ def write_checkpoint(
         texts = list(instructions)
         store = InstructionStore(directory / "instructions")
         store.put(texts, torch.stack([instructions[t] for t in texts]), encoder_id)
-    manifest = _manifest(model.config, image_size, random, encoder_id)
+    manifest = _manifest(model.config, image_size, random, encoder_id, sampler or SamplerSettings())
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return directory
 
 
 def load_checkpoint(
-    directory: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+    directory: str | Path,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    vae_dtype: torch.dtype = torch.float32,
 ) -> Checkpoint:
+    """dtype: the model's; vae_dtype: the VAE's, float32 unless you accept latents unlike the training ones."""
     directory = Path(directory)
     manifest_path = directory / MANIFEST
     if not manifest_path.is_file():
@@ -110,6 +135,7 @@ def load_checkpoint(
     manifest = json.loads(manifest_path.read_text())
     if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
         raise CheckpointError(f"{manifest_path}: expected format {FORMAT!r} version {VERSION}")
+    sampler = _sampler_settings(manifest, manifest_path)
     parts = {name: directory / rel for name, rel in manifest["parts"].items()}
     for name, path in parts.items():
         if not path.exists():
@@ -117,14 +143,32 @@ def load_checkpoint(
 
     model = MemoryWAM.from_pretrained(parts["model"], device=device, dtype=dtype)
     try:
-        vae = AutoencoderKLWan.from_pretrained(str(parts["vae"]), torch_dtype=dtype, low_cpu_mem_usage=False)
+        vae = AutoencoderKLWan.from_pretrained(str(parts["vae"]), torch_dtype=vae_dtype, low_cpu_mem_usage=False)
         vae = vae.to(device).eval()
     except (OSError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"checkpoint {directory}: vae part unreadable: {err}") from err
     normalizer = Normalizer.from_json(parts["normalization"])
     store = InstructionStore(parts["instructions"])
     _check_fit(directory, manifest, model.config, vae, normalizer, store)
-    return Checkpoint(directory, manifest, model, vae, normalizer, store)
+    return Checkpoint(directory, manifest, model, vae, normalizer, store, sampler)
+
+
+def _sampler_settings(manifest: dict[str, Any], path: Path) -> SamplerSettings:
+    """The manifest's sampler entry; absent (checkpoints written before it existed): the defaults, with a warning."""
+    raw = manifest.get("sampler")
+    if raw is None:
+        default = SamplerSettings()
+        warnings.warn(
+            f"{path} has no 'sampler' entry (written before sampler settings were saved): using {default}, "
+            "the training defaults; if that run set shift_action or shift_video, add them to the manifest",
+            UserWarning,
+            stacklevel=3,
+        )
+        return default
+    try:
+        return SamplerSettings.from_dict(raw)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: invalid 'sampler' entry {raw}: {err}") from err
 
 
 def _check_fit(
