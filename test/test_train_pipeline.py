@@ -56,7 +56,8 @@ def latents(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> 
 @pytest.mark.slow
 def test_train_resume_export(latents: Path, tmp_path: Path) -> None:
     common = ["--config", str(REPO / "config" / "train_tiny.yaml"), f"latents_dir={latents}", "progress=false",
-              f"steps={STEPS}", f"ckpt_every={RESUME_AT}", "mode=episode", "lr=2e-3", "min_lr=2e-3", "warmup_steps=5"]
+              f"steps={STEPS}", f"ckpt_every={RESUME_AT}", "mode=episode", "lr=2e-3", "min_lr=2e-3", "warmup_steps=5",
+              "sample_steps=3"]
     torchrun(*common, f"out_dir={tmp_path / 'run'}", "--export", str(tmp_path / "export"))
     full = losses(tmp_path / "run")
     assert sorted(full) == list(range(1, STEPS + 1))
@@ -75,10 +76,13 @@ def test_train_resume_export(latents: Path, tmp_path: Path) -> None:
         for key in ("loss", "video_loss", "action_loss", "grad_norm", "lr"):
             assert record[key] == full[step][key], (step, key, record[key], full[step][key])
 
-    # the export is a complete robot checkpoint
+    # the export is a complete robot checkpoint, sampler settings of the run included
     from memorywam_ros.runtime.policy import Policy
 
+    manifest = json.loads((tmp_path / "export" / "memorywam.json").read_text())
+    assert manifest["sampler"] == {"action_shift": 1.0, "video_shift": 5.0, "num_steps": 3}
     policy = Policy.from_pretrained(tmp_path / "export")
+    assert policy.num_steps == 3
     assert policy.instructions == ["stack the cubes"]
     policy.reset("stack the cubes")
     rng = np.random.default_rng(0)
