@@ -13,7 +13,8 @@ with timestep 1000·s (pitfall 5); frame i+1 is denoised from sigma_v (shifted l
 + λa·MSE(action velocity), the action term masked where a chunk runs past the episode's end, the
 video term where frame i+1 does not follow frame i (anchor -> window). No extra loss weighting:
 sampling sigma from the logit-normal density already is the paper's "logit-normal training
-weight" (model/flow_matching.py).
+weight" (model/flow_matching.py). The export writes the run's sampler settings (shift_action,
+shift_video, sample_steps) into the checkpoint manifest; the robot samples with them.
 
 Randomness is a function of (seed, rank, step) only: the noise comes from one per-rank generator
 saved in every checkpoint, the data order and window starts from (seed, epoch, index); with
