@@ -147,8 +147,9 @@ def test_loss_inputs_and_targets_follow_flow_matching(model) -> None:
     torch.testing.assert_close(loss, want_v + want_a, rtol=1e-3, atol=1e-5)
 
     # conditioning: given, noised (cond_noise_prob 1), and its level is the model's cond timestep
-    s = seen["cond_timestep"]
-    assert s is not None and s.shape == (2, 3) and s.min() > 0 and s.max() < 1000
+    s = seen.get("cond_timestep")
+    assert s is not None, "the conditioning timestep is not passed"
+    assert s.shape == (2, 3) and s.min() > 0 and s.max() < 1000
     assert not torch.equal(seen["cond"], x)
     eps_c = recover_noise(seen["cond"], x, s)
     for frame, clean in zip(eps_c.flatten(0, 1), x.flatten(0, 1)):
