@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +48,9 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_f
 from torch.utils.checkpoint import checkpoint
 
 from memorywam_ros.model import MemoryWAM, MemoryWAMConfig
+from memorywam_ros.model.flow_matching import SamplerSettings
 
 CHECKPOINTS = "checkpoints"
-
-# The joint layer and the model return reshaped views; nothing updates them in place (every residual in
-# layers.py is out of place), which is the case this warning is about, so it is noise here.
-warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
 
 
 def setup_distributed() -> tuple[int, int, torch.device]:
@@ -189,8 +185,11 @@ def export(
     config: MemoryWAMConfig,
     dataset: Any,
     latents_dir: str | Path,
+    sampler: SamplerSettings | None = None,
 ) -> Path | None:
-    """Gather the full model on rank 0 and write a complete robot checkpoint directory."""
+    """Gather the full model on rank 0 and write a complete robot checkpoint directory.
+
+    sampler: the run's SamplerSettings (train.sampler_settings), written into the manifest."""
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     state = get_model_state_dict(model, options=options)  # collective: every rank calls it
     if dist.get_rank() != 0:
@@ -214,4 +213,5 @@ def export(
         image_size=tuple(meta["image_size"]),
         encoder_id=meta["instruction_encoder"],
         observation_lead=meta.get("observation_lead", 0),
+        sampler=sampler,
     )

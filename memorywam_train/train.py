@@ -13,7 +13,8 @@ with timestep 1000·s (pitfall 5); frame i+1 is denoised from sigma_v (shifted l
 + λa·MSE(action velocity), the action term masked where a chunk runs past the episode's end, the
 video term where frame i+1 does not follow frame i (anchor -> window). No extra loss weighting:
 sampling sigma from the logit-normal density already is the paper's "logit-normal training
-weight" (model/flow_matching.py).
+weight" (model/flow_matching.py). The export writes the run's sampler settings (shift_action,
+shift_video, sample_steps) into the checkpoint manifest; the robot samples with them.
 
 Randomness is a function of (seed, rank, step) only: the noise comes from one per-rank generator
 saved in every checkpoint, the data order and window starts from (seed, epoch, index); with
@@ -37,7 +38,7 @@ import torch.distributed as dist
 import yaml
 
 from memorywam_ros.model import MemoryRules, MemoryWAMConfig
-from memorywam_ros.model.flow_matching import add_noise, sample_sigma
+from memorywam_ros.model.flow_matching import SamplerSettings, add_noise, sample_sigma, timestep, velocity_target
 
 from . import fsdp
 from .dataset import LatentDataset, collate
@@ -71,6 +72,7 @@ class TrainConfig:
     # flow matching
     shift_video: float = 5.0
     shift_action: float = 1.0
+    sample_steps: int = 10  # the robot's default Euler steps per chunk (written to the checkpoint with the shifts)
     cond_noise_prob: float = 1.0
     loss_video_weight: float = 1.0
     loss_action_weight: float = 1.0
@@ -121,7 +123,11 @@ def epoch_batches(n: int, epoch: int, cfg: TrainConfig, rank: int, world: int) -
 
 
 def flow_matching_loss(model, batch: dict[str, torch.Tensor], cfg: TrainConfig, gen: torch.Generator, device):
-    """(loss, video loss, action loss) of one batch. All noise is drawn on CPU from `gen` (device-independent)."""
+    """(loss, video loss, action loss) of one batch. All noise is drawn on CPU from `gen` (device-independent).
+
+    Every model input and target comes from model/flow_matching.py's helpers (add_noise,
+    velocity_target, timestep); test/test_train_conventions.py inspects what the model receives.
+    """
     x = batch["latents"]  # (B, N, C, h, w) clean
     actions = batch["actions"]  # (B, N, K, A) normalised
     b, n = x.shape[:2]
@@ -131,7 +137,8 @@ def flow_matching_loss(model, batch: dict[str, torch.Tensor], cfg: TrainConfig, 
     sigma_a = sample_sigma((b, n), cfg.shift_action, gen)
     noise_a = torch.randn(actions.shape, generator=gen)
     sigma_v = sample_sigma((b, n - 1), cfg.shift_video, gen)
-    noise_v = torch.randn(x[:, 1:].shape, generator=gen)
+    target_frames = x[:, 1:]  # chunk i's frame predicts frame i+1
+    noise_v = torch.randn(target_frames.shape, generator=gen)
     video = n > 1 and cfg.loss_video_weight > 0
 
     to = lambda t: t.to(device, non_blocking=True)  # noqa: E731
@@ -140,19 +147,19 @@ def flow_matching_loss(model, batch: dict[str, torch.Tensor], cfg: TrainConfig, 
         to(batch["text"]),
         to(batch["proprio"]),
         to(add_noise(actions, noise_a, sigma_a)),
-        to(sigma_a * 1000),
+        to(timestep(sigma_a)),
         frame_ids=to(batch["frame_ids"]),
-        cond_timestep=to(s * 1000),
-        noisy_video=to(add_noise(x[:, 1:], noise_v, sigma_v)) if video else None,
-        video_timestep=to(sigma_v * 1000) if video else None,
+        cond_timestep=to(timestep(s)),
+        noisy_video=to(add_noise(target_frames, noise_v, sigma_v)) if video else None,
+        video_timestep=to(timestep(sigma_v)) if video else None,
     )
     mask = to(batch["action_mask"] & batch["frame_valid"][..., None]).float()  # (B, N, K)
-    err_a = (out.action_velocity.float() - to(noise_a - actions)).pow(2).mean(-1)
+    err_a = (out.action_velocity.float() - to(velocity_target(actions, noise_a))).pow(2).mean(-1)
     action_loss = (err_a * mask).sum() / mask.sum().clamp(min=1)
     video_loss = torch.zeros((), device=device)
     if video:
         vmask = to(batch["video_mask"]).float()  # (B, N-1)
-        err_v = (out.video_velocity.float() - to(noise_v - x[:, 1:])).pow(2).mean((2, 3, 4))
+        err_v = (out.video_velocity.float() - to(velocity_target(target_frames, noise_v))).pow(2).mean((2, 3, 4))
         video_loss = (err_v * vmask).sum() / vmask.sum().clamp(min=1)
     loss = cfg.loss_video_weight * video_loss + cfg.loss_action_weight * action_loss
     return loss, video_loss.detach(), action_loss.detach()
@@ -296,12 +303,17 @@ def main(argv: list[str] | None = None) -> int:
         writer.close()
         log_file.close()
     if cfg.export_dir:
-        exported = fsdp.export(cfg.export_dir, model, config, dataset, cfg.latents_dir)
+        exported = fsdp.export(cfg.export_dir, model, config, dataset, cfg.latents_dir, sampler_settings(cfg))
         if exported is not None:
             print(f"memorywam-train: exported {exported}", flush=True)
     dist.barrier()
     dist.destroy_process_group()
     return 0
+
+
+def sampler_settings(cfg: TrainConfig) -> SamplerSettings:
+    """What inference must use to integrate the flow this run trains: the shifts and the step count."""
+    return SamplerSettings(action_shift=cfg.shift_action, video_shift=cfg.shift_video, num_steps=cfg.sample_steps)
 
 
 def model_config(cfg: TrainConfig) -> MemoryWAMConfig:

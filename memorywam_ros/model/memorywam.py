@@ -143,13 +143,15 @@ class MemoryWAM(nn.Module):
             else:
                 x_video, x_action = self._joint_layer(*args)
 
-        action_velocity = self.action.head(x_action, temb_action).unflatten(1, (n, K))
+        # .clone(): the outputs are reshaped views; FSDP2 hooks its pre-backward onto the root's outputs and
+        # warns about views (an in-place op on one would drop that hook). Copies of the small outputs are cheap.
+        action_velocity = self.action.head(x_action, temb_action).unflatten(1, (n, K)).clone()
         video_velocity = None
         if noisy_video is not None:
             start = n * (L + M)
             out = self.video.head(x_video[:, start:], temb_video[:, start:])  # (B, (N-1)*L, C*p)
             out = self.video.unpatchify(out.unflatten(1, (n - 1, L)).flatten(0, 1), 1, *self.grid)
-            video_velocity = out.squeeze(2).unflatten(0, (b, n - 1))
+            video_velocity = out.squeeze(2).unflatten(0, (b, n - 1)).clone()
         return TrainingOutput(action_velocity, video_velocity)
 
     def _joint_layer(
@@ -181,7 +183,9 @@ class MemoryWAM(nn.Module):
         x_action = action_block.finish(
             fold(x_action), out_action, tuple(fold(m) for m in ma), action_block.cross_kv(context_action)
         )
-        return x_video, x_action.unflatten(0, (b, n)).flatten(1, 2)
+        # not a view (.clone()): under FSDP2 this is a unit's output (see the note in forward); one (B, N*K, D_a)
+        # copy per layer, 2 MiB in bf16 at 64 frames
+        return x_video, x_action.unflatten(0, (b, n)).flatten(1, 2).clone()
 
     def _frame_positions(self, frame_ids: torch.Tensor) -> torch.Tensor:
         """(B, N) -> (B, N*(L+M), 3): each frame's video tokens then its gists."""
@@ -323,8 +327,13 @@ class MemoryWAM(nn.Module):
         num_steps: int = 10,
         generator: torch.Generator | None = None,
         noise: torch.Tensor | None = None,
+        shift: float = 1.0,
     ) -> torch.Tensor:
-        """Denoise an action chunk (B, K, A) (normalised units) for the frame last prefilled."""
+        """Denoise an action chunk (B, K, A) (normalised units) for the frame last prefilled.
+
+        shift: the sigma shift the action branch was trained with (the checkpoint's
+        SamplerSettings.action_shift; Policy passes it).
+        """
         action_kv = self.action_context(text, proprio)
         if noise is None:
             shape = (cache.batch, self.config.action.chunk_size, self.config.action.action_dim)
@@ -333,7 +342,7 @@ class MemoryWAM(nn.Module):
         def velocity(x: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
             return self.action_velocity(cache, x, timestep.expand(x.shape[0]), action_kv).float()
 
-        return euler_sample(velocity, noise, num_steps, shift=1.0)
+        return euler_sample(velocity, noise, num_steps, shift=shift)
 
     # ------------------------------------------------------------------------------------------
     # checkpoints

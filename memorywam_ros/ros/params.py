@@ -25,7 +25,8 @@ PARAMETERS: dict[str, tuple[Any, str, bool, tuple[float, float] | None]] = {
     "model_path": ("", "checkpoint directory (memorywam.json, model/, vae/, ...)", True, None),
     "device": ("auto", "torch device: auto (cuda if available), cpu, cuda, cuda:N", True, None),
     "dtype": ("auto", "model dtype: auto (the checkpoint's choice), float32, bfloat16, float16", True, None),
-    "num_steps": (10, "flow-matching denoising steps per chunk", True, (1, 100)),
+    "num_steps": (0, "flow-matching denoising steps per chunk; 0 = the checkpoint's (its training run's "
+                  "sample_steps, manifest 'sampler')", True, (0, 100)),
     "torch_threads": (0, "torch intra-op CPU threads; 0 = torch's default. On a CPU-only machine set "
                       "fewer than the cores so the control loop keeps one", True, (0, 256)),
     "seed": (0, "noise seed of the action sampler", True, (0, 2**31 - 1)),

@@ -94,7 +94,7 @@ def load_policy(params: Any) -> Any:
     if not params["model_path"]:
         raise ValueError("parameter model_path is required (a checkpoint directory)")
     return Policy.from_pretrained(
-        params["model_path"], device=device, dtype=dtype, num_steps=params["num_steps"], seed=params["seed"]
+        params["model_path"], device=device, dtype=dtype, num_steps=params["num_steps"] or None, seed=params["seed"]
     )
 
 

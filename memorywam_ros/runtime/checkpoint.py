@@ -1,7 +1,8 @@
 """Complete checkpoint directories: everything the robot needs, in one folder.
 
     DIR/memorywam.json       manifest: format, camera order, image size, chunk, control rate,
-                             observation schedule (lead ℓ and sub-steps), memory
+                             observation schedule (lead ℓ and sub-steps), memory, sampler (the
+                             training's sigma shifts and the default Euler step count)
     DIR/model/               MemoryWAM weights + config (safetensors + config.json)
     DIR/vae/                 diffusers AutoencoderKLWan (Wan2.2 layout)
     DIR/normalization.json   state/action statistics
@@ -16,6 +17,16 @@ into its limits; default zeros) with a small std (`--action-std`, 0.02): random 
 the arm at home every chunk starts well inside `max_start_distance` and is executed — the arm
 moves randomly by a few degrees around home. An arm elsewhere gets its chunks refused (start
 distance), as it should. Never run it enabled on a robot near people.
+
+A manifest written before the "sampler" entry existed loads with
+SamplerSettings() (action shift 1, video shift 5, 10 steps: TrainConfig's defaults, which every
+such checkpoint was trained with unless its run overrode shift_action) and a warning.
+
+The VAE always loads in float32, whatever the model's dtype: the training latents come from a
+float32 VAE (memorywam-precompute), and a bfloat16 encoder moves them (random-weight Wan2.2
+structure: ~1 % of their standard deviation rms, up to ~8 % per element, growing along the
+episode through the causal cache; bench/vae_precision.py). Cost: the encoder's weights take
+571 MiB instead of 285 MiB, and its convolutions run in float32 (TF32 on CUDA) instead of bf16.
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +45,7 @@ import torch
 from diffusers import AutoencoderKLWan
 
 from ..model import CheckpointError, MemoryWAM, MemoryWAMConfig
+from ..model.flow_matching import SamplerSettings
 from ..model.weights import read_json
 from .chunk_executor import check_lead, observation_substeps
 from .instructions import InstructionStore, random_instruction_embeddings
@@ -55,10 +68,12 @@ class Checkpoint:
     vae: AutoencoderKLWan
     normalizer: Normalizer
     instructions: InstructionStore
+    sampler: SamplerSettings
 
 
 def _manifest(
-    config: MemoryWAMConfig, image_size: tuple[int, int], random: bool, encoder_id: str, lead: int
+    config: MemoryWAMConfig, image_size: tuple[int, int], random: bool, encoder_id: str, lead: int,
+    sampler: SamplerSettings,
 ) -> dict[str, Any]:
     return {
         "format": FORMAT,
@@ -75,6 +90,8 @@ def _manifest(
         "memory": dict(config.memory.__dict__),
         # embeddings of any other text encoder mean nothing to this model
         "instruction_encoder": encoder_id,
+        # inference integrates the flow the model was trained on: same shifts (flow_matching.py)
+        "sampler": sampler.to_dict(),
         "parts": {
             "model": "model",
             "vae": "vae",
@@ -94,6 +111,7 @@ def write_checkpoint(
     image_size: tuple[int, int] = (384, 320),
     encoder_id: str | None = None,
     observation_lead: int = 0,
+    sampler: SamplerSettings | None = None,
 ) -> Path:
     """Write a complete directory; `instructions` maps text -> (T, text_dim) embedding.
 
@@ -101,6 +119,8 @@ def write_checkpoint(
 
     `encoder_id` names the text encoder the embeddings (and the training) came from
     (`instructions.encoder_identity`); later instructions must come from the same encoder.
+    `sampler`: the training run's SamplerSettings (memorywam_train.train.sampler_settings);
+    None: the defaults, which are TrainConfig's.
     """
     encoder_id = encoder_id or ("random" if random else "external")
     directory = Path(directory)
@@ -112,8 +132,8 @@ def write_checkpoint(
         texts = list(instructions)
         store = InstructionStore(directory / "instructions")
         store.put(texts, torch.stack([instructions[t] for t in texts]), encoder_id)
-    manifest = _manifest(model.config, image_size, random, encoder_id, check_lead(observation_lead,
-                                                                                  model.config.action.chunk_size))
+    manifest = _manifest(model.config, image_size, random, encoder_id,
+                         check_lead(observation_lead, model.config.action.chunk_size), sampler or SamplerSettings())
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return directory
 
@@ -140,8 +160,12 @@ def _load_part(directory: Path, name: str, path: Path, load: Callable[[], T]) ->
 
 
 def load_checkpoint(
-    directory: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+    directory: str | Path,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    vae_dtype: torch.dtype = torch.float32,
 ) -> Checkpoint:
+    """dtype: the model's; vae_dtype: the VAE's, float32 unless you accept latents unlike the training ones."""
     directory = Path(directory)
     manifest_path = directory / MANIFEST
     if not manifest_path.is_file():
@@ -163,16 +187,35 @@ def load_checkpoint(
                        lambda: MemoryWAM.from_pretrained(parts["model"], device=device, dtype=dtype))
 
     def load_vae() -> AutoencoderKLWan:
-        vae = AutoencoderKLWan.from_pretrained(str(parts["vae"]), torch_dtype=dtype, low_cpu_mem_usage=False)
+        vae = AutoencoderKLWan.from_pretrained(str(parts["vae"]), torch_dtype=vae_dtype, low_cpu_mem_usage=False)
         return vae.to(device).eval()
 
+    sampler = _sampler_settings(manifest, manifest_path)
     vae = _load_part(directory, "vae", parts["vae"], load_vae)
     normalizer = _load_part(directory, "normalization", parts["normalization"],
                             lambda: Normalizer.from_json(parts["normalization"]))
     store = _load_part(directory, "instructions", parts["instructions"],
                        lambda: InstructionStore(parts["instructions"]))
     _check_fit(directory, manifest, model.config, vae, normalizer, store)
-    return Checkpoint(directory, manifest, model, vae, normalizer, store)
+    return Checkpoint(directory, manifest, model, vae, normalizer, store, sampler)
+
+
+def _sampler_settings(manifest: dict[str, Any], path: Path) -> SamplerSettings:
+    """The manifest's sampler entry; absent (checkpoints written before it existed): the defaults, with a warning."""
+    raw = manifest.get("sampler")
+    if raw is None:
+        default = SamplerSettings()
+        warnings.warn(
+            f"{path} has no 'sampler' entry (written before sampler settings were saved): using {default}, "
+            "the training defaults; if that run set shift_action or shift_video, add them to the manifest",
+            UserWarning,
+            stacklevel=3,
+        )
+        return default
+    try:
+        return SamplerSettings.from_dict(raw)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: invalid 'sampler' entry {raw}: {err}") from err
 
 
 def _check_fit(

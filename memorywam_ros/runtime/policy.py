@@ -7,6 +7,11 @@ Observation protocol (paper App. A.1, DESIGN §1; lead ℓ = 0 shown, see chunk_
     policy.observe(four_mosaics, q); chunk = policy.act(); ...
 Each observe() encodes one latent frame (streaming VAE) and prefills it into the memory cache;
 act() denoises a chunk against that cache with the joint state of the last observation.
+
+Inference uses what training used: the sampler's shift and default step count come from the
+checkpoint manifest (SamplerSettings, written by the training run), and the VAE runs in float32
+whatever the model's dtype, as memorywam-precompute's VAE did for the training latents
+(bf16 moves the latents by ~1 % of their std rms, up to ~8 %: bench/vae_precision.py).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import numpy as np
 import torch
 
 from ..model import MemoryWAM
+from ..model.flow_matching import SamplerSettings
 from .checkpoint import Checkpoint, load_checkpoint
 from .instructions import InstructionStore
 from .normalization import Normalizer
@@ -33,16 +39,19 @@ class Policy:
         instructions: InstructionStore,
         image_size: tuple[int, int],
         encoder_id: str | None = None,
-        num_steps: int = 10,
+        num_steps: int | None = None,
         seed: int = 0,
+        sampler: SamplerSettings | None = None,
     ):
+        """sampler: the checkpoint's settings (default: SamplerSettings()); num_steps: override its num_steps."""
         self.model = model.eval()
         self.vae = vae
         self.normalizer = normalizer
         self.store = instructions
         self.encoder_id = encoder_id
         self.image_size = tuple(image_size)
-        self.num_steps = num_steps
+        self.sampler = sampler or SamplerSettings()
+        self.num_steps = self.sampler.num_steps if num_steps is None else int(num_steps)
         self.seed = seed
         self.chunk_size = model.config.action.chunk_size
         self.action_dim = model.config.action.action_dim
@@ -63,10 +72,11 @@ class Policy:
         directory: str | Path,
         device: str | torch.device = "cpu",
         dtype: torch.dtype | None = None,
-        num_steps: int = 10,
+        num_steps: int | None = None,
         seed: int = 0,
     ) -> Policy:
-        """Load a complete checkpoint directory. dtype: bf16 on CUDA, float32 on CPU by default."""
+        """Load a complete checkpoint directory. dtype (the model's): bf16 on CUDA, float32 on CPU by default;
+        the VAE is float32 always. num_steps: None = the checkpoint's (its training run's sample_steps)."""
         device = torch.device(device)
         if dtype is None:
             dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -81,6 +91,7 @@ class Policy:
             encoder_id=ckpt.manifest["instruction_encoder"],
             num_steps=num_steps,
             seed=seed,
+            sampler=ckpt.sampler,
         )
         policy.manifest = ckpt.manifest  # what the node checks its parameters against
         policy.directory = ckpt.directory
@@ -145,7 +156,12 @@ class Policy:
             raise RuntimeError("Policy.act() before observe(): the chunk needs an observation")
         start = time.perf_counter()
         chunk = self.model.sample_actions(
-            self._cache, self._text, self._proprio.to(self.device), self.num_steps, generator=self._generator
+            self._cache,
+            self._text,
+            self._proprio.to(self.device),
+            self.num_steps,
+            generator=self._generator,
+            shift=self.sampler.action_shift,
         )
         self._sync()
         self.last_latency["denoise"] = time.perf_counter() - start
