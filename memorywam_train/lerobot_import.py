@@ -24,9 +24,13 @@ Resampling (the same as-of rules and drop accounting as memorywam-convert, sampl
 episode a 10 Hz grid runs from its first frame's `timestamp` to its last; every stream takes the
 latest dataset frame at or before each grid time (a frame within 0.1 ms after it counts as at
 it: LeRobot's timestamp tolerance, which absorbs the float32 rounding of `timestamp`) and no
-older than the stream's max age; a grid point where a stream has no such frame is dropped and
-counted against that stream. So 30 Hz keeps frames 0, 3, 6, ...; 50 Hz frames 0, 5, 10, ...;
-a rate that does not divide (15 Hz) the latest frame before each grid time. LeRobot's `action`
+older than the stream's max age; a grid point where a stream has no such frame is a gap, counted
+against that stream. So 30 Hz keeps frames 0, 3, 6, ...; 50 Hz frames 0, 5, 10, ...; a rate that
+does not divide (15 Hz) the latest frame before each grid time. A gap ends the episode and the
+next good grid point starts a new one (`<prefix>ep000007_part00.hdf5`, `_part01`, ...), exactly
+as memorywam-convert does: the rows of an episode must be a uniform 10 Hz grid (precompute
+refuses anything else). Pieces shorter than `min_episode_rows` (mapping key or
+--min-episode-rows; 17 = two latent frames, as the converter) are dropped and counted. LeRobot's `action`
 is the command issued at its frame, so state[t] and action[t] come from the same frame, as in
 the converter (action[t] = latest command at or before t).
 
@@ -40,6 +44,7 @@ nothing under --out.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import sys
@@ -51,11 +56,12 @@ from typing import Any
 import numpy as np
 import yaml
 
+from .alignment import BagPlan
 from .config import ConfigError, _check_keys, _mapping, _positive, _str
 from .convert import STREAMS, ConversionReport, EpisodeReport, summary_table
 from .episodes import CAMERAS, EpisodeError, EpisodeWriter
 from .lerobot_format import TOLERANCE_S, EpisodeRef, LeRobotFormatError, LeRobotSource, decode_video
-from .sampling import NS, StreamStats, asof, make_grid, window_stats
+from .sampling import NS, StreamCounts, StreamStats, asof, make_grid, runs, window_stats
 
 DOF = 14
 ACTION_CONVENTION = (
@@ -85,6 +91,7 @@ class LeRobotMapping:
     camera_max_age_s: float = 0.1
     control_rate_hz: float = 10.0
     instruction: str | None = None
+    min_episode_rows: int = 17
 
 
 def _joint_select(raw: Any, key: str, default_key: str, default_age: float) -> JointSelect:
@@ -112,7 +119,9 @@ def _joint_select(raw: Any, key: str, default_key: str, default_age: float) -> J
 
 def mapping_from_dict(raw: Any) -> LeRobotMapping:
     d = _mapping(raw, "<top level>")
-    _check_keys(d, {"cameras", "state", "action", "camera_max_age_s", "control_rate_hz", "instruction"}, "")
+    _check_keys(
+        d, {"cameras", "state", "action", "camera_max_age_s", "control_rate_hz", "instruction", "min_episode_rows"}, ""
+    )
     cams = _mapping(d.get("cameras"), "cameras")
     _check_keys(cams, set(CAMERAS), "cameras")
     missing = [c for c in CAMERAS if c not in cams]
@@ -125,7 +134,14 @@ def mapping_from_dict(raw: Any) -> LeRobotMapping:
         camera_max_age_s=_positive(d, "camera_max_age_s", "", 0.1),
         control_rate_hz=_positive(d, "control_rate_hz", "", 10.0),
         instruction=_str(d, "instruction", ""),
+        min_episode_rows=_min_rows(d.get("min_episode_rows", 17)),
     )
+
+
+def _min_rows(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"min_episode_rows: expected an integer >= 1, got {value!r}")
+    return value
 
 
 def load_mapping(path: str | Path) -> LeRobotMapping:
@@ -170,15 +186,33 @@ def _columns(src: LeRobotSource, sel: JointSelect, what: str) -> np.ndarray:
 
 
 @dataclass
-class _Plan:
-    ep: EpisodeRef
-    grid: np.ndarray  # kept grid times, ns from the episode's first frame
-    rows: dict[str, np.ndarray]  # stream -> dataset row per kept grid point
+class _Piece:
+    """One output episode: a run of consecutive good grid points of a dataset episode."""
+
+    part: int  # index among the kept pieces of its dataset episode
+    first_grid_index: int  # index of row 0 on the dataset episode's grid
+    grid: np.ndarray  # grid times, ns from the dataset episode's first frame, exactly 1/rate apart
+    rows: dict[str, np.ndarray]  # stream -> dataset row per grid point
     state: np.ndarray
     action: np.ndarray
     stats: dict[str, StreamStats]
+
+
+@dataclass
+class _Plan:
+    ep: EpisodeRef
+    pieces: list[_Piece]
+    counts: dict[str, StreamCounts]  # per stream: grid points of the episode without a fresh frame
+    grid_points: int
+    gaps: int  # gaps that split the episode
+    short: int  # pieces shorter than min_episode_rows, dropped
+    short_rows: int
     instruction: str
     frames: dict[str, Any]
+
+    def name(self, stem: str, piece: _Piece) -> str:
+        base = f"{stem}ep{self.ep.index:06d}"
+        return f"{base}_part{piece.part:02d}.hdf5" if len(self.pieces) > 1 else f"{base}.hdf5"
 
 
 def _plan_episode(
@@ -202,8 +236,10 @@ def _plan_episode(
         raise LeRobotImportError(f"{ep.data_path}: episode {ep.index} timestamps are not increasing")
     t0 = int(stamps[0])
     stamps = stamps - t0
-    grid = make_grid(stamps, m.control_rate_hz)
     tol = int(TOLERANCE_S * NS)
+    # up to the last frame + the tolerance: a float32 `timestamp` of 1.9 s reads 1.89999998 s, and the
+    # grid point at 1.9 s must not be lost to that rounding
+    grid = make_grid(np.array([0, int(stamps[-1]) + tol], dtype=np.int64), m.control_rate_hz)
     ages = {**{c: m.camera_max_age_s for c in CAMERAS}, "state": m.state.max_age_s, "action": m.action.max_age_s}
     idx: dict[str, np.ndarray] = {}
     valid: dict[str, np.ndarray] = {}
@@ -211,27 +247,45 @@ def _plan_episode(
         # each stream is a column of the same rows; as-of with the timestamp tolerance (module docstring)
         idx[name], valid[name] = asof(stamps, grid + tol, int(ages[name] * NS) + tol)
     keep = np.logical_and.reduce([valid[n] for n in STREAMS])
-    stats = {n: window_stats(stamps, int(grid[0]), int(grid[-1])) for n in STREAMS}
-    for n in STREAMS:
-        stats[n].dropped = int((~valid[n]).sum())
-    rows = {n: idx[n][keep] for n in STREAMS}
+    counts = {n: StreamCounts(dropped=int((~valid[n]).sum())) for n in STREAMS}
     text = instruction or (ep.tasks[0] if ep.tasks else None)
     if not text and "task_index" in data:
         text = src.tasks.get(int(np.asarray(data["task_index"])[0]))
     text = text or m.instruction
     if not text:
         raise LeRobotImportError(f"episode {ep.index}: no task text; pass --instruction or set `instruction`")
-    state = np.asarray(data[m.state.key], dtype=np.float32)[rows["state"]][:, cols["state"]]
-    action = np.asarray(data[m.action.key], dtype=np.float32)[rows["action"]][:, cols["action"]]
-    return _Plan(ep, grid[keep], rows, state, action, stats, text, data)
+    state_all = np.asarray(data[m.state.key], dtype=np.float32)
+    action_all = np.asarray(data[m.action.key], dtype=np.float32)
+    pieces: list[_Piece] = []
+    found = runs(keep)
+    short = short_rows = 0
+    for start, stop in found:  # gaps split the episode (module docstring)
+        if stop - start < m.min_episode_rows:
+            short, short_rows = short + 1, short_rows + stop - start
+            continue
+        rows = {n: idx[n][start:stop] for n in STREAMS}
+        # the frames whose stamps fall inside the piece (every stream is a column of the same rows)
+        window = window_stats(stamps, int(grid[start]), int(grid[stop - 1]))
+        pieces.append(
+            _Piece(
+                part=len(pieces),
+                first_grid_index=start,
+                grid=grid[start:stop],
+                rows=rows,
+                state=state_all[rows["state"]][:, cols["state"]],
+                action=action_all[rows["action"]][:, cols["action"]],
+                stats={n: StreamStats(window.messages, window.largest_gap_s) for n in STREAMS},
+            )
+        )
+    return _Plan(ep, pieces, counts, int(grid.size), max(0, len(found) - 1), short, short_rows, text, data)
 
 
-def _write_episode(src: LeRobotSource, plan: _Plan, m: LeRobotMapping, out: Path) -> None:
+def _write_episode(src: LeRobotSource, plan: _Plan, piece: _Piece, m: LeRobotMapping, out: Path) -> None:
     ep = plan.ep
-    with EpisodeWriter(out, int(plan.grid.size)) as w:
+    with EpisodeWriter(out, int(piece.grid.size)) as w:
         for cam in CAMERAS:
             key = m.cameras[cam]
-            rows = plan.rows[cam]
+            rows = piece.rows[cam]
             if src.features[key].get("dtype") == "video":
                 times = np.asarray(plan.frames["timestamp"], dtype=np.float64)[rows]
                 frames = decode_video(ep.videos[key], times, f"{key}, episode {ep.index}")
@@ -239,11 +293,11 @@ def _write_episode(src: LeRobotSource, plan: _Plan, m: LeRobotMapping, out: Path
                 frames = src.decode_images(ep, key, plan.frames[key], rows)
             for row, rgb in enumerate(frames):
                 w.write_frame(cam, row, rgb)
-        streams = {n: {"key": _key_of(m, n), **plan.stats[n].as_dict()} for n in STREAMS}
+        streams = {n: {"key": _key_of(m, n), **piece.stats[n].as_dict(), **plan.counts[n].as_dict()} for n in STREAMS}
         w.finish(
-            plan.state,
-            plan.action,
-            plan.grid,
+            piece.state,
+            piece.action,
+            piece.grid,
             {
                 "instruction": plan.instruction,
                 "source": f"{src.root.resolve()} episode {ep.index}",
@@ -256,9 +310,11 @@ def _write_episode(src: LeRobotSource, plan: _Plan, m: LeRobotMapping, out: Path
                         "fps": src.fps,
                         "episode_index": ep.index,
                         "frames": ep.length,
-                        "frame_indices": plan.rows["head"].tolist(),
+                        "frame_indices": piece.rows["head"].tolist(),
                     },
                 },
+                "segment": {"index": ep.index, "part": piece.part, "parts": len(plan.pieces),
+                            "first_grid_index": piece.first_grid_index},
                 "created_by": "memorywam-import-lerobot",
             },
         )
@@ -306,28 +362,58 @@ def import_dataset(
         if not e.data_path.is_file():
             raise LeRobotImportError(f"{e.data_path}: data file missing (episode {e.index})")
     stem = prefix if prefix is not None else f"{src.root.resolve().name}_"
-    names = {e.index: f"{stem}ep{e.index:06d}.hdf5" for e in eps}
-    existing = [out_dir / n for n in names.values() if (out_dir / n).exists()]
-    if existing and not overwrite:
-        raise LeRobotImportError(f"{existing[0]} exists (use --overwrite to replace it)")
-    report = ConversionReport(bag=src.root)
+    # an episode's file(s): <stem>ep000007.hdf5, or <stem>ep000007_part00.hdf5, ... when gaps split it
+    existing = {e.index: sorted(out_dir.glob(f"{stem}ep{e.index:06d}.hdf5"))
+                + sorted(out_dir.glob(f"{stem}ep{e.index:06d}_part[0-9][0-9].hdf5")) for e in eps}
+    first = next((p for paths in existing.values() for p in paths), None)
+    if first is not None and not overwrite:
+        raise LeRobotImportError(f"{first} exists (use --overwrite to replace it)")
+    report = ConversionReport(bag=src.root, plan=BagPlan())
+    assert report.plan is not None
     staging = out_dir / f".{stem}import.partial"
     shutil.rmtree(staging, ignore_errors=True)
+    written: list[tuple[int, str]] = []
     try:
         for e in eps:
             plan = _plan_episode(src, e, mapping, cols, instruction)
-            if plan.grid.size == 0:
-                lost = ", ".join(f"{n}: {s.dropped}" for n, s in plan.stats.items() if s.dropped)
+            _count(report.plan, plan, mapping)
+            if not plan.pieces and not plan.short:
+                lost = ", ".join(f"{n}: {c.dropped}" for n, c in plan.counts.items() if c.dropped)
                 raise LeRobotImportError(f"episode {e.index}: 0 frames after alignment (grid points dropped: {lost})")
-            _write_episode(src, plan, mapping, staging / names[e.index])
-            report.episodes.append(
-                EpisodeReport(out_dir / names[e.index], int(plan.grid.size), plan.instruction, plan.stats)
+            for piece in plan.pieces:
+                name = plan.name(stem, piece)
+                _write_episode(src, plan, piece, mapping, staging / name)
+                report.episodes.append(EpisodeReport(out_dir / name, int(piece.grid.size), plan.instruction,
+                                                     piece.stats))
+                written.append((e.index, name))
+        if not written:
+            raise LeRobotImportError(
+                f"0 episodes: every piece is shorter than min_episode_rows={mapping.min_episode_rows} "
+                f"({report.plan.short} pieces, {report.plan.short_rows} rows)"
             )
-        for e in eps:
-            os.replace(staging / names[e.index], out_dir / names[e.index])
+        for paths in existing.values():  # --overwrite: an episode's old parts never outlive it
+            for old in paths:
+                old.unlink()
+        for _, name in written:
+            os.replace(staging / name, out_dir / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return report
+
+
+def _count(total: BagPlan, plan: _Plan, m: LeRobotMapping) -> None:
+    """Add one dataset episode's drops to the report (the summary table's per-dataset row)."""
+    for n, c in plan.counts.items():
+        total.counts[n].add(c)
+    total.gaps += plan.gaps
+    total.short += plan.short
+    total.short_rows += plan.short_rows
+    total.segments += 1
+    if plan.gaps:
+        total.notes.append(f"episode {plan.ep.index}: split into {plan.gaps + 1} pieces at {plan.gaps} gap(s)")
+    if plan.short:
+        total.notes.append(f"episode {plan.ep.index}: {plan.short} piece(s) shorter than min_episode_rows="
+                           f"{m.min_episode_rows} dropped ({plan.short_rows} rows)")
 
 
 def _episode_list(text: str) -> list[int]:
@@ -348,12 +434,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--episodes", type=_episode_list, default=None, help="only these episode indices, e.g. 0,3,7")
     p.add_argument("--prefix", default=None, help="output name prefix (default: the dataset folder name + '_')")
     p.add_argument("--overwrite", action="store_true", help="replace existing episode files")
+    p.add_argument(
+        "--min-episode-rows",
+        type=int,
+        default=None,
+        metavar="N",
+        help="drop pieces (between gaps) shorter than N rows (default: the mapping's min_episode_rows, 17)",
+    )
     args = p.parse_args(argv)
     from rich.console import Console
 
     console = Console(stderr=True)
     try:
         mapping = load_mapping(args.mapping)
+        if args.min_episode_rows is not None:
+            mapping = dataclasses.replace(mapping, min_episode_rows=_min_rows(args.min_episode_rows))
         report = import_dataset(
             args.dataset,
             args.out,
@@ -369,6 +464,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (LeRobotImportError, LeRobotFormatError, EpisodeError, OSError) as exc:
         console.print(f"[red]{args.dataset}: {exc}[/red] (nothing written)")
         return 1
+    from rich.markup import escape
+
+    for note in report.plan.notes if report.plan else []:
+        console.print(f"[yellow]{escape(str(args.dataset))}:[/yellow] {escape(note)}", soft_wrap=True)
     table = summary_table([report])
     table.title = "memorywam-import-lerobot"
     console.print(table)

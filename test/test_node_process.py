@@ -28,6 +28,7 @@ from rclpy.executors import SingleThreadedExecutor
 from std_srvs.srv import SetBool, Trigger
 
 from memorywam_ros.ros.launch_utils import FASTDDS_PROFILE_VARS, dds_environment
+from memorywam_ros.ros.process_control import SignalFlag
 
 pytestmark = pytest.mark.ros
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,7 +180,24 @@ def test_process_sigint_under_load_is_bounded(tiny_checkpoint, tmp_path) -> None
             took = _sigint_and_check_hold(n, second_sigint=True)
         print(f"SIGINT -> exit took {took:.1f} s")
         assert took < EXIT_BOUND_S, f"exit took {took:.1f} s"
-        assert "already shutting down" in n.output()
+        # the second SIGINT may land after the process has gone (a fast machine exits in ~0.4 s);
+        # what must hold either way: exit 0, hold last, no traceback (checked above). Its message
+        # is pinned by test_signal_flag_second_signal_only_reports.
+
+
+def test_signal_flag_second_signal_only_reports(capsys) -> None:
+    """Before spinning a signal interrupts (model loading: nothing to hold); once spinning the first
+    only sets the flag and any further one only prints that the shutdown is running."""
+    flag = SignalFlag(budget_s=5.0)
+    with pytest.raises(KeyboardInterrupt):
+        flag._handle(signal.SIGINT, None)
+    assert flag.stop_requested
+    flag = SignalFlag(budget_s=5.0)
+    flag.spinning = True
+    flag._handle(signal.SIGINT, None)
+    assert flag.stop_requested and capsys.readouterr().err == ""
+    flag._handle(signal.SIGINT, None)  # no raise
+    assert "already shutting down (at most 5 s)" in capsys.readouterr().err
 
 
 def test_reset_flood_every_call_answered(tiny_checkpoint, tmp_path) -> None:

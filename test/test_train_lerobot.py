@@ -24,6 +24,7 @@ from memorywam_train.lerobot_export import export_episodes
 from memorywam_train.lerobot_export import main as export_main
 from memorywam_train.lerobot_import import CONFIG_DIR, load_mapping, mapping_from_dict
 from memorywam_train.lerobot_import import main as import_main
+from memorywam_train.precompute import check_grid
 
 WRITERS = {"v2.1": write_v21, "v3.0": write_v30}
 # our camera -> index of the ALOHA camera feeding it in config/lerobot_aloha.yaml (green = 40 + 60 k)
@@ -38,9 +39,9 @@ def _nothing_written(out: Path) -> bool:
 @pytest.mark.parametrize("fps", [30, 50])
 @pytest.mark.parametrize("version", ["v2.1", "v3.0"])
 def test_import_resamples_to_10hz_with_the_right_frames(tmp_path: Path, version: str, fps: int) -> None:
-    spec = Spec(fps=fps, lengths=(fps + 1, fps // 2 + 1))
+    spec = Spec(fps=fps, lengths=(fps + 1, fps // 2 + 1))  # 11 and 6 rows: short videos, cheap to encode
     root = WRITERS[version](tmp_path / "aloha_ds", spec)
-    assert import_main([str(root), "--out", str(tmp_path / "out")]) == 0
+    assert import_main([str(root), "--out", str(tmp_path / "out"), "--min-episode-rows", "1"]) == 0
     files = sorted((tmp_path / "out").iterdir())
     assert [f.name for f in files] == ["aloha_ds_ep000000.hdf5", "aloha_ds_ep000001.hdf5"]
     step = fps // 10
@@ -61,21 +62,41 @@ def test_import_resamples_to_10hz_with_the_right_frames(tmp_path: Path, version:
             np.testing.assert_allclose(px[:, 1], 40 + 60 * k, atol=4)  # the right camera
 
 
-def test_gaps_are_dropped_and_counted_per_stream(tmp_path: Path) -> None:
+def test_gaps_split_episodes_and_are_counted_per_stream(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # 30 Hz, frames 4-7 (0.133-0.233 s) missing: at grid time 0.2 s the latest frame is frame 3
-    # (0.1 s, 100 ms old): too old for state (max age 50 ms), fresh enough for cameras/action (100 ms)
-    spec = Spec(fps=30, lengths=(31,), drop_frames={0: [4, 5, 6, 7]}, tasks=("t",))
+    # (0.1 s, 100 ms old): too old for state (max age 50 ms), fresh enough for cameras/action (100 ms).
+    # The gap splits the 3 s episode (as memorywam-convert does): grid 0-0.1 s and 0.3-3.0 s.
+    spec = Spec(fps=30, lengths=(91,), drop_frames={0: [4, 5, 6, 7]}, tasks=("t",))
     root = write_v30(tmp_path / "ds", spec)
-    assert import_main([str(root), "--out", str(tmp_path / "out")]) == 0
-    ep = read_episode(tmp_path / "out" / "ds_ep000000.hdf5")
-    streams = ep.attrs["streams"]
-    assert streams["state"]["dropped"] == 1 and streams["action"]["dropped"] == 0
-    assert all(streams[c]["dropped"] == 0 for c in CAMERAS)
-    assert streams["state"]["largest_gap_s"] == pytest.approx(5 / 30, abs=1e-6)
-    kept = [0, 3, 9, 12, 15, 18, 21, 24, 27, 30]  # grid 0.2 s dropped
-    np.testing.assert_array_equal(ep.stamps_ns, [round(i / 30 * 10) * 100_000_000 for i in kept])
-    np.testing.assert_array_equal(ep.state[:, 0], [float(i) for i in kept])
-    np.testing.assert_allclose(ep.images["head"][:, 0, 0, 0].astype(int), [red_of(0, i) for i in kept], atol=4)
+    assert import_main([str(root), "--out", str(tmp_path / "out"), "--min-episode-rows", "2"]) == 0
+    assert "split into 2 pieces at 1 gap" in capsys.readouterr().err
+    files = sorted((tmp_path / "out").iterdir())
+    assert [f.name for f in files] == ["ds_ep000000_part00.hdf5", "ds_ep000000_part01.hdf5"]
+    pieces = ([0, 3], list(range(9, 91, 3)))  # dataset frames of the rows: 2 and 28 rows
+    for f, kept, first in zip(files, pieces, (0, 3)):
+        ep = read_episode(f)
+        # grid times of the kept rows: exactly 100 ms apart, so precompute takes them as they are
+        np.testing.assert_array_equal(ep.stamps_ns, [round(i / 30 * 10) * 100_000_000 for i in kept])
+        check_grid(ep.stamps_ns, 10.0, f)
+        np.testing.assert_array_equal(ep.state[:, 0], [float(i) for i in kept])
+        np.testing.assert_allclose(ep.images["head"][:, 0, 0, 0].astype(int), [red_of(0, i) for i in kept], atol=4)
+        streams = ep.attrs["streams"]
+        assert streams["state"]["dropped"] == 1 and streams["action"]["dropped"] == 0
+        assert all(streams[c]["dropped"] == 0 for c in CAMERAS)
+        assert ep.attrs["segment"] == {"index": 0, "part": files.index(f), "parts": 2, "first_grid_index": first}
+    # the default min_episode_rows (17): the 2-row piece is dropped and counted, the rest is one file
+    assert import_main([str(root), "--out", str(tmp_path / "out17")]) == 0
+    err = capsys.readouterr().err
+    assert "1 piece(s) shorter than min_episode_rows=17 dropped (2 rows)" in err
+    assert [f.name for f in (tmp_path / "out17").iterdir()] == ["ds_ep000000.hdf5"]
+    np.testing.assert_array_equal(read_episode(tmp_path / "out17/ds_ep000000.hdf5").state[:, 0], pieces[1])
+    # --overwrite replaces an episode's old parts instead of leaving them beside the new file
+    assert import_main([str(root), "--out", str(tmp_path / "out"), "--overwrite"]) == 0
+    assert [f.name for f in (tmp_path / "out").iterdir()] == ["ds_ep000000.hdf5"]
+    # every piece too short: one clear error, nothing written
+    assert import_main([str(root), "--out", str(tmp_path / "out99"), "--min-episode-rows", "99"]) == 1
+    assert "every piece is shorter than min_episode_rows=99" in capsys.readouterr().err
+    assert _nothing_written(tmp_path / "out99")
 
 
 def _bad_mapping(tmp_path: Path, **over: object) -> str:
@@ -116,7 +137,7 @@ def test_bad_input_is_one_error_and_writes_nothing(
     # so these also check that a late failure leaves nothing behind
     per_episode = damage in ("video shorter than its episode", "damaged parquet")
     root = (write_v21 if per_episode else write_v30)(tmp_path / "ds", spec)
-    args = [str(root), "--out", str(tmp_path / "out")]
+    args = [str(root), "--out", str(tmp_path / "out"), "--min-episode-rows", "1"]
     videos = sorted(root.glob("videos/**/*.mp4"))
     if damage == "missing video":
         videos[0].unlink()
@@ -191,7 +212,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.mark.parametrize("vcodec", ["libsvtav1", "h264"])
 def test_round_trip_bag_episodes_lerobot_episodes(tmp_path: Path, vcodec: str) -> None:
-    write_bag(tmp_path / "bag", BagSpec(duration_s=1.6))
+    write_bag(tmp_path / "bag", BagSpec(duration_s=2.0))  # >= min_episode_rows (17) rows
     report = convert_bag(tmp_path / "bag", config_from_dict(config_dict()), tmp_path / "eps")
     assert report.ok, report.error
     orig = read_episode(report.episodes[0].path)
@@ -239,7 +260,9 @@ def test_export_splits_gaps_and_shares_tasks(tmp_path: Path) -> None:
     key = "videos/observation.images.head"
     assert [e[f"{key}/from_timestamp"] for e in eps] == [0.0, 0.3, 0.7, 1.1]  # back to back in one MP4
     assert [e["dataset_from_index"] for e in eps] == [0, 3, 7, 11]
-    assert import_main([str(tmp_path / "lr"), "--out", str(tmp_path / "back"), "--mapping", OURS]) == 0
+    assert import_main(
+        [str(tmp_path / "lr"), "--out", str(tmp_path / "back"), "--mapping", OURS, "--min-episode-rows", "1"]
+    ) == 0
     back = [read_episode(p) for p in sorted((tmp_path / "back").iterdir())]
     orig = read_episode(tmp_path / "eps" / "a.hdf5")
     np.testing.assert_array_equal(np.concatenate([back[0].state, back[1].state]), orig.state)  # every row kept
@@ -289,7 +312,7 @@ def test_image_features_stored_in_the_parquet(tmp_path: Path) -> None:
     info = json.loads((root / "meta/info.json").read_text())
     info["features"][key] = {"dtype": "image", "shape": [64, 64, 3], "names": ["height", "width", "channels"]}
     (root / "meta/info.json").write_text(json.dumps(info))
-    assert import_main([str(root), "--out", str(tmp_path / "out")]) == 0
+    assert import_main([str(root), "--out", str(tmp_path / "out"), "--min-episode-rows", "1"]) == 0
     ep = read_episode(tmp_path / "out" / "ds_ep000000.hdf5")
     picked = np.arange(0, 16, 3)
     np.testing.assert_array_equal(ep.images["head"][:, 0, 0], [frame_rgb(0, 0, i)[0, 0] for i in picked])  # lossless
