@@ -13,6 +13,10 @@ topics) and reports per ℓ: hold ticks per chunk p50/p99 (from the chunk start 
 publishes ~/action_chunk when a chunk starts, so start-to-start minus 1.6 s is the hold),
 deadline misses (chunks with >= 1 hold tick), the boundary step |first target of chunk j+1 - last
 target of chunk j| (max over joints) p50/p99 against the in-chunk step p50/p99, and success.
+Hold ticks and late starts above are seen by a subscriber (DDS delivery and its own scheduling
+included); the node's own counts come from /diagnostics: `node_deadline_chunks`, `deadline_misses`
+(chunks held >= 1 tick), `node_hold_ticks_total`, and `node_control_ticks_skipped` (command periods
+its control thread could not run in: a chunk then takes longer than 1.6 s without any hold).
 Only consecutive executed chunks count (a refused chunk is executed as a hold chunk and not
 published). `--relabel-lead L` copies the checkpoint with its manifest's lead set to L: the
 timing (holds, misses) is then what ℓ = L gives on this machine, but the model was trained for
@@ -102,9 +106,12 @@ def boundary_and_holds(episodes: list) -> dict:
     /diagnostics counters before and after it), every pair is; otherwise only pairs started less
     than 1.6 s apart. Hold ticks = (start-to-start - 1.6 s) / 0.1 s."""
     holds, boundary, inside, misses = [], [], [], 0
+    node = {"deadline_chunks": 0, "hold_ticks_total": 0, "control_ticks_skipped": 0}
     for e in episodes:
         clean = _delta(e, "chunks_rejected") == 0 and _delta(e, "inference_errors") == 0
         misses += max(0, _delta(e, "deadline_misses"))
+        for k in node:
+            node[k] += max(0, _delta(e, k))
         prev = None
         for c in e.chunks:
             inside.extend(c["steps"])
@@ -119,6 +126,12 @@ def boundary_and_holds(episodes: list) -> dict:
         "late_chunk_starts": int(sum(h > 0 for h in holds)),
         "deadline_misses": misses,  # the node's own count (/diagnostics deadline_misses)
         "chunks_with_deadline": len(holds),
+        # the node's own counts (/diagnostics, summed over episodes): chunks that had a deadline, the
+        # ticks they were held, and command periods its control thread could not run in at all
+        "node_deadline_chunks": node["deadline_chunks"],
+        "node_hold_ticks_total": node["hold_ticks_total"],
+        "node_miss_rate": misses / node["deadline_chunks"] if node["deadline_chunks"] else None,
+        "node_control_ticks_skipped": node["control_ticks_skipped"],
         "deadline_miss_rate": float(np.mean([h > 0 for h in holds])) if holds else None,
         "boundary_step_rad": _pct(boundary),
         "in_chunk_step_rad": _pct(inside),
@@ -167,10 +180,13 @@ def closed_loop(args: argparse.Namespace) -> dict:
     h, b, i = result["hold_ticks_per_chunk"], result["boundary_step_rad"], result["in_chunk_step_rad"]
     nan = float("nan")
     label = f"{result['observation_lead']}{' (relabelled)' if result['relabelled'] else ''}"
-    print("| ℓ | episodes | success | hold ticks/chunk p50/p99 | deadline misses | boundary step p50/p99 | "
-          "in-chunk step p50/p99 |\n|---|---|---|---|---|---|---|")
-    print(f"| {label} | {len(episodes)} | {result['successes']} | {h.get('p50', nan):.0f} / {h.get('p99', nan):.0f} "
-          f"| {result['deadline_misses']}/{result['chunks_with_deadline']} | {b.get('p50', nan):.3f} / "
+    print("| ℓ | episodes | success | node: misses / chunks, hold ticks | node: ticks skipped | subscriber: hold "
+          "ticks p50/p99, late starts | boundary step p50/p99 | in-chunk step p50/p99 |\n"
+          "|---|---|---|---|---|---|---|---|")
+    print(f"| {label} | {len(episodes)} | {result['successes']} | {result['deadline_misses']}/"
+          f"{result['node_deadline_chunks']}, {result['node_hold_ticks_total']} | "
+          f"{result['node_control_ticks_skipped']} | {h.get('p50', nan):.0f} / {h.get('p99', nan):.0f}, "
+          f"{result['late_chunk_starts']}/{result['chunks_with_deadline']} | {b.get('p50', nan):.3f} / "
           f"{b.get('p99', nan):.3f} | {i.get('p50', nan):.3f} / {i.get('p99', nan):.3f} |")
     return result
 

@@ -2,7 +2,7 @@
 # Train the checkpoint the README's main job drives the simulated arm with, through our own
 # pipeline: scripted TransferCube demos (real rosbag2 mcap) -> memorywam-convert -> memorywam-precompute
 # -> memorywam-train (torchrun, 2 CPU processes) -> --export checkpoints/sim_transfer_cube.
-# About 45 minutes on 2 CPU cores (EPISODES=50, STEPS=1500; measured on a busy machine). Run ./scripts/setup.sh first.
+# About 45 minutes on 2 CPU cores (resumable: run it again after an interruption) (EPISODES=50, STEPS=1500; measured on a busy machine). Run ./scripts/setup.sh first.
 # LEAD=L (or --observation-lead L) precomputes the latents with observation lead L (control steps the
 # node's inference gets before its chunk is due; README "Timing"); the exported manifest records it.
 #   LEAD=5 OUT=checkpoints/sim_transfer_cube_l5 WORK=runs/sim_pipeline_l5 ./scripts/train_sim.sh
@@ -13,17 +13,31 @@ OUT="${OUT:-checkpoints/sim_transfer_cube}"
 EPISODES="${EPISODES:-50}"
 STEPS="${STEPS:-1500}"
 LEAD="${LEAD:-0}"
+HEAD_FOVY="${HEAD_FOVY:-78}"  # head camera framing of the demos (memorywam_ros/sim/aloha.py); the demo must match
 if [[ "${1:-}" == "--observation-lead" ]]; then LEAD="${2:?--observation-lead needs a value}"; fi
 BIN=.venv/bin
 export MUJOCO_GL="${MUJOCO_GL:-egl}" GLOO_SOCKET_IFNAME=lo OMP_NUM_THREADS=1
 
-"$BIN/memorywam-sim-demos" --episodes "$EPISODES" --out "$WORK/bags" --seed 1000 --camera-rate 10 --quiet
-"$BIN/memorywam-convert" "$WORK"/bags/* --out "$WORK/episodes" --config config/record_topics_sim.yaml \
-  --instruction "transfer the cube" --quiet
+# Resumable: each finished stage leaves $WORK/.done_<stage> and is skipped when the script runs again
+# (an unfinished stage starts over: delete $WORK to start from scratch); training resumes from its
+# last checkpoint (resume: auto, every ckpt_every steps).
+stage() {  # stage NAME COMMAND...
+  local name="$1"; shift
+  if [[ -f "$WORK/.done_$name" ]]; then echo "[train_sim] $name: done before, skipped"; return; fi
+  echo "[train_sim] $name ($(date -u +%H:%M:%S))"
+  "$@"
+  touch "$WORK/.done_$name"
+}
+mkdir -p "$WORK"
+stage demos bash -c 'rm -rf "$0/bags" && "$1/memorywam-sim-demos" --episodes "$2" --out "$0/bags" --seed 1000 \
+  --camera-rate 10 --head-fovy "$3" --quiet' "$WORK" "$BIN" "$EPISODES" "$HEAD_FOVY"
+stage convert bash -c '"$1/memorywam-convert" "$0"/bags/* --out "$0/episodes" --config config/record_topics_sim.yaml \
+  --instruction "transfer the cube" --overwrite --quiet' "$WORK" "$BIN"
 # the tiny Wan2.2-layout VAE (random weights, frozen) that encodes the latents and ships with the export
-"$BIN/memorywam-checkpoint" init-random --preset tiny --out "$WORK/init" --overwrite
-"$BIN/memorywam-precompute" "$WORK/episodes" --vae "$WORK/init" --random-text-dim 32 --text-len 16 \
-  --observation-lead "$LEAD" --out "$WORK/latents" --quiet
+stage init "$BIN/memorywam-checkpoint" init-random --preset tiny --out "$WORK/init" --overwrite
+stage precompute bash -c 'rm -rf "$0/latents" && "$1/memorywam-precompute" "$0/episodes" --vae "$0/init" \
+  --random-text-dim 32 --text-len 16 --observation-lead "$2" --out "$0/latents" --quiet' "$WORK" "$BIN" "$LEAD"
+echo "[train_sim] train ($(date -u +%H:%M:%S))"
 "$BIN/torchrun" --standalone --nproc_per_node 2 -m memorywam_train.train --config config/train_sim.yaml \
   latents_dir="$WORK/latents" out_dir="$WORK/run" steps="$STEPS" progress=false --export "$OUT"
-echo "checkpoint: $OUT, observation lead $LEAD  (run it: .venv/bin/memorywam-demo --model $OUT)"
+echo "checkpoint: $OUT, observation lead $LEAD, head fovy $HEAD_FOVY  (run it: .venv/bin/memorywam-demo --model $OUT --head-fovy $HEAD_FOVY)"

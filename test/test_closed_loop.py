@@ -42,5 +42,9 @@ def test_closed_loop_episode(tmp_path):
     assert result["commands"] >= 50  # the 10 Hz stream ran for the episode
     assert episode["max_joint_motion"] > 0.05, result  # commands reached the simulator and moved the arm
     assert result["violations"] == []
+    # the failure breakdown's inputs: the sim's highest reward stage and the node's counters per episode
+    assert episode["stage"] in result["stages"] and sum(result["stages"].values()) == 1
+    assert isinstance(episode["max_reward"], int) and 0 <= episode["max_reward"] <= 4
+    assert episode["chunks_rejected"] is not None and episode["stalls"] is not None
     assert result["chunk_latency"]["p50_ms"] < 1600  # a chunk is ready within one chunk's duration
     assert elapsed < BUDGET_S

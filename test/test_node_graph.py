@@ -117,6 +117,7 @@ def test_silent_camera_leads_to_hold(graph_factory) -> None:
     cmds = [c for c in _commands(g) if c[0] > time.monotonic() - 0.4]
     assert len(cmds) >= 3, "the hold is streamed"
     assert all(np.array_equal(c[1], cmds[0][1]) for c in cmds), "hold = constant command"
+    assert g.node.counters["stalls"] == 1  # one stall however long it lasts (/diagnostics "stalls")
     g.driver.send("cam right_wrist on")
     wait_for(lambda: g.node.state == "running", 3.0, "running again once the camera is back")
 

@@ -115,5 +115,8 @@ def test_diagnostics_report_deadline_misses_hold_ticks_and_margin(tiny_policy, t
         assert st["observation_lead"] == "0"
         assert float(st["hold_ticks_p50"]) >= 1 and float(st["deadline_margin_last_ms"]) < 0
         assert float(st["deadline_margin_p99_ms"]) == pytest.approx(-float(st["latency_p99_ms"]), rel=1e-3)
+        # every chunk with a deadline missed it, each by >= 1 tick (one message: consistent counters)
+        assert int(st["deadline_chunks"]) == int(st["deadline_misses"]) <= int(st["hold_ticks_total"])
+        assert int(st["control_ticks_skipped"]) >= 0 and float(st["control_tick_late_max_ms"]) >= 0
     finally:
         g.close()

@@ -48,3 +48,8 @@ def test_overrun_does_not_burst() -> None:
     loop.close()
     gaps = np.diff(calls)
     assert (gaps[2:] > 0.03).all(), gaps  # after the overrun: back on schedule, no burst of catch-up calls
+    # the periods that had no call are counted (~0.35 s / 0.05 s - 1, scheduling aside), and the
+    # call after the overrun was late by about the overrun
+    assert 4 <= loop.skipped <= 8, loop.skipped
+    assert 0.25 <= loop.take_late() <= 0.5
+    assert loop.take_late() == 0.0

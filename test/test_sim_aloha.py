@@ -103,6 +103,41 @@ def test_scripted_transfer_cube_succeeds(sim: AlohaSim) -> None:
         assert np.all(vel[[0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12]] < np.pi) and np.all(vel[[6, 13]] < 5.0)
 
 
+def test_scripted_rows_observe_before_each_command(sim: AlohaSim) -> None:
+    """scripted_rows: the same commands as the plain scripted run; row r's joint state is the one
+    after r commands (row 0 = home), images only on the rows asked for."""
+    from memorywam_ros.sim.scripted import run_scripted_episode, scripted_rows
+
+    plain = run_scripted_episode(sim, 2)
+    rows = scripted_rows(sim, 2, render_rows={0, 5})
+    np.testing.assert_array_equal(rows.targets, plain.targets)
+    assert rows.success == plain.success
+    np.testing.assert_allclose(rows.qpos[0], sim.home, atol=1e-3)
+    assert set(rows.images[0]) == set(CAMERAS) and rows.images[1] == {} and set(rows.images[5]) == set(CAMERAS)
+    # after row 0's command (held 0.1 s) the arm has moved towards it: row 1 differs from row 0
+    assert not np.allclose(rows.qpos[1], rows.qpos[0])
+    assert rows.cube_xyz.shape == (3,) and 0.0 <= rows.cube_xyz[0] <= 0.2
+
+
+def test_head_framing_narrows_the_view() -> None:
+    """head_fovy_deg: the workspace framing (50°) shows the cube ~(tan 39° / tan 25°)^2 = 2.8x larger than
+    gym-aloha's 78°; the wrists are untouched; out-of-range values are refused."""
+    from memorywam_ros.sim.aloha import GYM_ALOHA_HEAD_FOVY_DEG, WORKSPACE_HEAD_FOVY_DEG
+
+    red = {}
+    wrist = {}
+    for fovy in (GYM_ALOHA_HEAD_FOVY_DEG, WORKSPACE_HEAD_FOVY_DEG):
+        with AlohaSim("transfer_cube", head_fovy_deg=fovy) as s:
+            im = s.reset(seed=3).images
+            top = im["top"].astype(int)
+            red[fovy] = int(((top[..., 0] > 150) & (top[..., 1] < 80) & (top[..., 2] < 80)).sum())
+            wrist[fovy] = im["left_wrist"]
+    assert 2.0 < red[WORKSPACE_HEAD_FOVY_DEG] / red[GYM_ALOHA_HEAD_FOVY_DEG] < 3.6, red
+    np.testing.assert_array_equal(wrist[GYM_ALOHA_HEAD_FOVY_DEG], wrist[WORKSPACE_HEAD_FOVY_DEG])
+    with pytest.raises(ValueError, match="head_fovy_deg"):
+        AlohaSim("transfer_cube", head_fovy_deg=0.0)
+
+
 def test_insertion_task_resets() -> None:
     with AlohaSim("insertion", camera_sizes=SMALL) as s:
         obs = s.reset(seed=0)

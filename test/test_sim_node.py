@@ -26,7 +26,7 @@ from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
-from std_msgs.msg import Bool  # noqa: E402
+from std_msgs.msg import Bool, Int32  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
 from memorywam_ros.sim import topics  # noqa: E402
@@ -43,6 +43,7 @@ class Graph:
     images: dict[str, list[Image]] = field(default_factory=dict)
     joints: list[JointState] = field(default_factory=list)
     success: list[bool] = field(default_factory=list)
+    max_reward: list[int] = field(default_factory=list)
 
     def spin_until(self, pred: Callable[[], bool], timeout: float = 10.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -80,6 +81,7 @@ def graph() -> Iterator[Graph]:
     probe.create_subscription(JointState, topics.JOINT_STATES_TOPIC, g.joints.append, 10)
     latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
     probe.create_subscription(Bool, "/memorywam_sim/success", lambda m: g.success.append(m.data), latched)
+    probe.create_subscription(Int32, "/memorywam_sim/max_reward", lambda m: g.max_reward.append(m.data), latched)
     g.executor.add_node(sim)
     g.executor.add_node(probe)
     try:
@@ -112,6 +114,18 @@ def test_publishes_cameras_and_joint_states(graph: Graph) -> None:
 def test_success_topic_is_latched(graph: Graph) -> None:
     assert graph.spin_until(lambda: len(graph.success) >= 1)
     assert graph.success[-1] is False  # nobody has moved the cube
+
+
+def test_max_reward_follows_the_episode(graph: Graph) -> None:
+    """~/max_reward (latched) carries the episode's highest reward stage, published on change: the
+    demo's failure breakdown. Touching the cube with the right fingers is stage 1."""
+    assert graph.spin_until(lambda: len(graph.max_reward) >= 1)
+    assert graph.max_reward[-1] == 0
+    sim = graph.sim.sim
+    sim._max_reward = 1  # as if the right gripper had touched the cube (the physics' own reward path)
+    assert graph.spin_until(lambda: graph.max_reward[-1] == 1, timeout=5.0)
+    sim._max_reward = 0
+    assert graph.spin_until(lambda: graph.max_reward[-1] == 0, timeout=5.0)
 
 
 def test_command_moves_joints_by_name_and_clamps(graph: Graph) -> None:

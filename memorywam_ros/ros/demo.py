@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from memorywam_ros.ros.launch_utils import FASTDDS_PROFILE_VARS, dds_environment
+from memorywam_ros.sim.stages import MAX_REWARD, REWARD_STAGES
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL = REPO / "checkpoints" / "sim_transfer_cube"
@@ -46,6 +47,7 @@ class Episode:
     chunks: list[dict] = field(default_factory=list)  # {"latency_s", "gap_s"}
     commands: int = 0
     max_joint_motion: float = 0.0  # largest measured joint change from the episode's start (rad)
+    max_reward: int = 0  # the simulator's highest reward stage in the episode (sim/aloha.py REWARD_STAGES)
     violations: list[str] = field(default_factory=list)
     # the policy's /diagnostics values before enabling and after disabling (bench/realtime.py)
     diagnostics: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -93,7 +95,10 @@ def run(args: argparse.Namespace) -> dict:
     logs.mkdir(parents=True, exist_ok=True)
     print(f"[demo] ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']} discovery={env['ROS_AUTOMATIC_DISCOVERY_RANGE']}; "
           f"node logs in {logs}/", flush=True)
-    sim = _start("memorywam_ros.ros.sim_node", ["-p", f"seed:={args.seed}"], env, logs / "sim.log")
+    sim_args = ["-p", f"seed:={args.seed}"]
+    if args.head_fovy is not None:
+        sim_args += ["-p", f"head_fovy_deg:={float(args.head_fovy)}"]
+    sim = _start("memorywam_ros.ros.sim_node", sim_args, env, logs / "sim.log")
     policy = _start("memorywam_ros.ros.policy_node", [
         "--params-file", str(REPO / "config" / "memorywam.yaml"),
         "-p", f"model_path:={model}", "-p", "robot_config:=aloha_sim.yaml", "-p", f"device:={args.device}",
@@ -118,7 +123,8 @@ def run(args: argparse.Namespace) -> dict:
             print(f"[demo] episode {i + 1}/{args.episodes} seed {episode.seed}: "
                   f"{'SUCCESS' if episode.success else 'no success'} after {episode.duration_s:.1f} s, "
                   f"{len(episode.chunks)} chunks (latency p50 {np.median(lat) if lat else float('nan'):.0f} ms), "
-                  f"{episode.commands} commands, {len(episode.violations)} limit violations", flush=True)
+                  f"{episode.commands} commands, {len(episode.violations)} limit violations; "
+                  f"reached: {REWARD_STAGES['transfer_cube'][min(episode.max_reward, MAX_REWARD)]}", flush=True)
     finally:
         supervisor.enable(False)
         _stop(policy)
@@ -128,6 +134,14 @@ def run(args: argparse.Namespace) -> dict:
         supervisor.destroy_node()
         rclpy.try_shutdown()
     return summarize(episodes, args)
+
+
+def _counter_delta(e: Episode, key: str) -> int | None:
+    """A policy /diagnostics counter's change over the episode (None: not reported)."""
+    try:
+        return int(e.diagnostics["end"][key]) - int(e.diagnostics["start"][key])
+    except (KeyError, ValueError):
+        return None
 
 
 def summarize(episodes: list[Episode], args: argparse.Namespace) -> dict:
@@ -151,8 +165,15 @@ def summarize(episodes: list[Episode], args: argparse.Namespace) -> dict:
         "commands": sum(e.commands for e in episodes),
         "violations": [v for e in episodes for v in e.violations],
         "per_episode": [{"seed": e.seed, "success": e.success, "duration_s": e.duration_s, "chunks": len(e.chunks),
-                         "max_joint_motion": e.max_joint_motion}
+                         "max_joint_motion": e.max_joint_motion, "max_reward": e.max_reward,
+                         "stage": REWARD_STAGES["transfer_cube"][min(e.max_reward, MAX_REWARD)],
+                         "chunks_rejected": _counter_delta(e, "chunks_rejected"),
+                         "inference_errors": _counter_delta(e, "inference_errors"),
+                         "stalls": _counter_delta(e, "stalls"),
+                         "deadline_misses": _counter_delta(e, "deadline_misses")}
                         for e in episodes],
+        "stages": {name: sum(min(e.max_reward, MAX_REWARD) == k for e in episodes)
+                   for k, name in enumerate(REWARD_STAGES["transfer_cube"])},
         "device": args.device,
         "num_steps": args.num_steps,
     }
@@ -173,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=100000, help="first simulator seed (demos used 1000..)")
     parser.add_argument("--instruction", default="transfer the cube")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--num-steps", type=int, default=10, help="denoising steps per chunk")
+    parser.add_argument("--num-steps", type=int, default=0, help="denoising steps per chunk (0: the checkpoint's)")
+    parser.add_argument("--head-fovy", type=float, default=None, metavar="DEG",
+                        help="simulator head camera field of view (default: the sim node's; the demos' framing)")
     parser.add_argument("--torch-threads", type=int, default=1, help="policy torch threads (leave cores to the sim)")
     parser.add_argument("--startup-timeout", type=float, default=180.0)
     parser.add_argument("--log-dir", default="runs/demo_logs")

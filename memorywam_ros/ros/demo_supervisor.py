@@ -1,7 +1,8 @@
 """The ROS 2 participant behind `memorywam-demo`: resets, enables and watches one episode at a time.
 
 It only uses the public interfaces a user has: the policy's `~/enable` and `~/reset` services,
-`~/action_chunk` and `~/joint_command` topics, and the simulator's `~/reset` and `~/success`.
+`~/action_chunk` and `~/joint_command` topics, and the simulator's `~/reset`, `~/success` and
+`~/max_reward` (the episode's highest reward stage: the failure breakdown).
 Every streamed command is checked against the robot file's position and velocity limits.
 """
 
@@ -18,7 +19,7 @@ from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Bool
+from std_msgs.msg import Bool, Int32
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
@@ -43,6 +44,7 @@ class DemoSupervisor(Node):
         }
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.create_subscription(Bool, f"{SIM}/success", self._on_success, latched, callback_group=group)
+        self.create_subscription(Int32, f"{SIM}/max_reward", self._on_reward, latched, callback_group=group)
         self.create_subscription(JointTrajectory, f"{POLICY}/action_chunk", self._on_chunk, 10, callback_group=group)
         self.create_subscription(JointState, f"{POLICY}/joint_command", self._on_command, 100, callback_group=group)
         self.create_subscription(JointState, "/joint_states", self._on_joints, qos_profile_sensor_data,
@@ -60,6 +62,11 @@ class DemoSupervisor(Node):
     # --- callbacks (small: record, check) -------------------------------------------------------
     def _on_success(self, msg: Bool) -> None:
         self.success = bool(msg.data)
+
+    def _on_reward(self, msg: Int32) -> None:
+        with self.lock:
+            if self.episode is not None:
+                self.episode.max_reward = max(self.episode.max_reward, int(msg.data))
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for st in msg.status:

@@ -62,6 +62,7 @@ def publish_diagnostics(node: Any) -> None:
         "chunks_executed": node.counters["chunks"],
         "chunks_rejected": node.counters["rejected"],
         "inference_errors": node.counters["errors"],
+        "stalls": node.counters["stalls"],  # holds for stale inputs / an untrusted joint state
         "latency_last_ms": _ms(lat.last),
         "latency_p50_ms": _ms(lat.percentile(50)),
         "latency_p99_ms": _ms(lat.percentile(99)),
@@ -78,6 +79,8 @@ def publish_diagnostics(node: Any) -> None:
         # the lead schedule: inference has lead x control period before its chunk is due
         "observation_lead": node.lead,
         "deadline_misses": node.counters["deadline_misses"],
+        "deadline_chunks": node.counters["deadline_chunks"],
+        "hold_ticks_total": node.counters["hold_ticks"],
         "hold_ticks_last": None if hold.last is None else int(hold.last),
         "hold_ticks_p50": hold.percentile(50),
         "hold_ticks_p99": hold.percentile(99),
@@ -85,6 +88,10 @@ def publish_diagnostics(node: Any) -> None:
         "deadline_margin_p99_ms": None if lat.percentile(99) is None else _ms(lead_s - lat.percentile(99)),
         "cache_bytes": node.cache_bytes,
         "command_rate_hz": node.command_meter.rate(now),
+        # the command thread itself: periods it could not run in (no command sent) and its worst
+        # lateness since the previous diagnostics message (a loaded machine, a GIL-holding callback)
+        "control_ticks_skipped": node._control_loop.skipped,
+        "control_tick_late_max_ms": _ms(node._control_loop.take_late()),
     })
     name = node.get_fully_qualified_name()
     msg = node.reason or node.state

@@ -145,7 +145,9 @@ class PolicyNode(Node):
             "hold_ticks": RollingStats(),  # per chunk with a deadline (ticks held past its due tick)
         }
         self.command_meter = RateMeter()
-        self.counters = {"chunks": 0, "rejected": 0, "errors": 0, "deadline_misses": 0}
+        # deadline_chunks: chunks that had a deadline (not a segment's first); hold_ticks: their holds summed
+        self.counters = {"chunks": 0, "rejected": 0, "errors": 0, "deadline_misses": 0, "deadline_chunks": 0,
+                         "hold_ticks": 0, "stalls": 0}
         self._lead_warned = False
         self.cache_bytes = int(getattr(self.policy, "cache_bytes", 0))
         self.last_latency: dict[str, float] = {}
@@ -329,6 +331,7 @@ class PolicyNode(Node):
             if stale or not pose.ok:
                 if not self._stalled:
                     self._stalled = True
+                    self.counters["stalls"] += 1
                     self._abort_cycle()
                 self._set_state("holding", f"stale input: {', '.join(stale)}" if stale
                                 else f"untrusted joint state: {pose.reason}")
@@ -346,6 +349,8 @@ class PolicyNode(Node):
             if tick.hold_ticks is not None:
                 self.stats["hold_ticks"].add(tick.hold_ticks)
                 self.counters["deadline_misses"] += int(tick.hold_ticks > 0)
+                self.counters["deadline_chunks"] += 1
+                self.counters["hold_ticks"] += tick.hold_ticks
             sample = self._capture() if tick.sample else None
             self._samples.extend([sample] * tick.sample)
             if tick.submit:

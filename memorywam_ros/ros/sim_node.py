@@ -7,7 +7,9 @@ frame `<name>_color_optical_frame`, header.stamp = the ROS time of the rendered 
 joint name (unknown names ignored, positions clamped to the sim robot's limits, the last target
 held when nothing arrives), like a position-controlled arm. `~/success` (std_msgs/Bool,
 transient-local so a late subscriber gets the current value; published on change and every
-`success_period_s`) and `~/reset` (std_srvs/Trigger: new episode with the next seed).
+`success_period_s`), `~/max_reward` (std_msgs/Int32, the same way: the episode's highest reward
+stage, `aloha.REWARD_STAGES` says what each means) and `~/reset` (std_srvs/Trigger: new episode
+with the next seed).
 
 Scheduling: physics advances in wall-clock real time on a timer (each tick integrates the elapsed
 time, capped at `max_catchup_s` after a stall so the arm never fast-forwards); joint states are
@@ -38,12 +40,12 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Bool
+from std_msgs.msg import Bool, Int32
 from std_srvs.srv import Trigger
 
 from memorywam_ros.ros.params import declare_table
 from memorywam_ros.sim import topics
-from memorywam_ros.sim.aloha import TASKS, AlohaSim
+from memorywam_ros.sim.aloha import GYM_ALOHA_HEAD_FOVY_DEG, TASKS, AlohaSim
 
 __all__ = ["PARAMETERS", "SimNode", "main"]
 
@@ -61,6 +63,8 @@ PARAMETERS: dict[str, tuple[Any, str, bool, tuple[float, float] | None]] = {
     "head_width": (320, "head (top) camera image width, px", True, (16, 1920)),
     "wrist_height": (128, "wrist camera image height, px", True, (16, 1080)),
     "wrist_width": (160, "wrist camera image width, px", True, (16, 1920)),
+    "head_fovy_deg": (GYM_ALOHA_HEAD_FOVY_DEG, "head (top) camera vertical field of view, degrees (the framing the "
+                      "checkpoint was trained with: memorywam_ros/sim/aloha.py)", True, (1.0, 170.0)),
 }
 
 
@@ -79,7 +83,7 @@ class SimNode(Node):
             "left_wrist": (int(p["wrist_height"]), int(p["wrist_width"])),
             "right_wrist": (int(p["wrist_height"]), int(p["wrist_width"])),
         }
-        self.sim = AlohaSim(p["task"], camera_sizes=sizes)
+        self.sim = AlohaSim(p["task"], camera_sizes=sizes, head_fovy_deg=float(p["head_fovy_deg"]))
         self._index = {n: i for i, n in enumerate(self.sim.joint_names)}
         self._episode = 0
         self.sim.reset(int(p["seed"]), render=False)
@@ -94,6 +98,7 @@ class SimNode(Node):
         self._joint_pub = self.create_publisher(JointState, topics.JOINT_STATES_TOPIC, 10)
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._success_pub = self.create_publisher(Bool, "~/success", latched)
+        self._reward_pub = self.create_publisher(Int32, "~/max_reward", latched)
         # Commands: sensor-data QoS (best effort) matches reliable and best-effort publishers alike.
         self.create_subscription(
             JointState, p["command_topic"], self._on_command, qos_profile_sensor_data, callback_group=group
@@ -103,6 +108,7 @@ class SimNode(Node):
         self._last_tick = time.monotonic()
         self._debt_s = 0.0
         self._last_success: bool | None = None
+        self._last_reward: int | None = None
         self.frames_skipped = 0
 
         # Render thread hand-over: the executor thread fills _snap only while the worker is idle.
@@ -133,7 +139,7 @@ class SimNode(Node):
         if n > 0:
             self.sim.advance(n * self.sim.physics_dt)
             self._debt_s -= n * self.sim.physics_dt
-        if self.sim.success != self._last_success:
+        if self.sim.success != self._last_success or self.sim.max_reward != self._last_reward:
             self._publish_success()
 
     def _on_command(self, msg: JointState) -> None:
@@ -213,8 +219,9 @@ class SimNode(Node):
         self._joint_pub.publish(msg)
 
     def _publish_success(self) -> None:
-        self._last_success = self.sim.success
+        self._last_success, self._last_reward = self.sim.success, self.sim.max_reward
         self._success_pub.publish(Bool(data=self._last_success))
+        self._reward_pub.publish(Int32(data=self._last_reward))
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         self._episode += 1

@@ -20,7 +20,9 @@ class PeriodicThread:
     """Calls `fn()` every `period` s while running; `start()` restarts the phase, `pause()` stops calling.
 
     A call that overruns does not cause a burst of catch-up calls: deadlines missed by more than a
-    period are dropped and the schedule restarts from now.
+    period are dropped and the schedule restarts from now. `skipped` counts the dropped periods
+    (calls that never happened: on the robot, commands never sent, so a chunk takes longer than
+    its 1.6 s) and `late_s` the largest lateness of a call since the last `take_late()`.
     """
 
     def __init__(self, period: float, fn: Callable[[], None], on_error: Callable[[BaseException], None],
@@ -31,6 +33,8 @@ class PeriodicThread:
         self._running = threading.Event()
         self._closed = threading.Event()
         self._restart = False
+        self.skipped = 0
+        self._late_s = 0.0
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -40,6 +44,11 @@ class PeriodicThread:
 
     def pause(self) -> None:
         self._running.clear()
+
+    def take_late(self) -> float:
+        """Largest lateness (s) of a call since the previous `take_late()`, then reset."""
+        late, self._late_s = self._late_s, 0.0
+        return late
 
     def close(self, timeout: float = 2.0) -> None:
         self._closed.set()
@@ -60,10 +69,14 @@ class PeriodicThread:
                 continue
             if not self._running.is_set():
                 continue
+            self._late_s = max(self._late_s, -delay)
             try:
                 self._fn()
             except Exception as err:  # the loop must survive one bad tick; the owner reports it
                 self._on_error(err)
             deadline += self.period
-            if time.monotonic() - deadline > self.period:
+            behind = time.monotonic() - deadline
+            if behind > self.period:  # the next call would be this late: drop the missed periods
+                self.skipped += int(behind // self.period)
+                self._late_s = max(self._late_s, behind)
                 deadline = time.monotonic()

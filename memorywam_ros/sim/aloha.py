@@ -36,6 +36,8 @@ from gym_aloha import constants as aloha_constants
 from gym_aloha.tasks import sim as aloha_tasks
 from gym_aloha.utils import sample_box_pose, sample_insertion_pose
 
+from memorywam_ros.sim.stages import MAX_REWARD, REWARD_STAGES  # noqa: F401 - re-exported
+
 JOINT_NAMES: tuple[str, ...] = tuple(aloha_constants.JOINTS)
 """The 14 joint names (gym-aloha's), in our joint order."""
 
@@ -52,6 +54,16 @@ DEFAULT_CAMERA_SIZES: dict[str, tuple[int, int]] = {
 }
 """(height, width) per camera: exactly the mosaic tiles (DESIGN §1), so the mosaic never resizes."""
 
+GYM_ALOHA_HEAD_FOVY_DEG = 78.0
+"""gym-aloha's `top` camera: 0.8 m above the table looking straight down, 78° vertical field of view:
+the whole table and ~40 % black floor; the 4 cm cube is ~8x8 px in the 256x320 head tile (half a
+latent pixel of the 16x VAE)."""
+
+WORKSPACE_HEAD_FOVY_DEG = 50.0
+"""Our head framing of the workspace (same camera position and aim, narrower field of view): the
+cube's sampling region and both grippers at home stay in view, no floor, and the cube is ~14x14 px
+(`bench/sim_diagnosis.py probe` measures what each framing lets a linear probe read)."""
+
 TASKS: dict[str, tuple[str, type]] = {
     "transfer_cube": ("bimanual_viperx_transfer_cube.xml", aloha_tasks.TransferCubeTask),
     "insertion": ("bimanual_viperx_insertion.xml", aloha_tasks.InsertionTask),
@@ -64,7 +76,7 @@ INSTRUCTIONS: dict[str, str] = {
 """Language instruction recorded with each task's demos (the policy conditions on it)."""
 
 CONTROL_DT = float(aloha_constants.DT)  # 0.02 s: gym-aloha's control / reward period
-MAX_REWARD = 4  # both gym-aloha tasks: reward == 4 is success (`info["is_success"]`)
+
 
 # Gripper index in each 7-joint arm block and the MJCF prefix of each arm.
 _ARM_PREFIXES = ("vx300s_left/", "vx300s_right/")
@@ -97,6 +109,7 @@ class AlohaSim:
         task: str = "transfer_cube",
         camera_sizes: Mapping[str, tuple[int, int]] | None = None,
         fast_render: bool = True,
+        head_fovy_deg: float = GYM_ALOHA_HEAD_FOVY_DEG,
     ) -> None:
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; known: {sorted(TASKS)}")
@@ -108,6 +121,10 @@ class AlohaSim:
         self._model = self.physics.model.ptr
         self._data = self.physics.data.ptr
         self.physics_dt = float(self._model.opt.timestep)
+        if not 1.0 <= head_fovy_deg <= 170.0:
+            raise ValueError(f"head_fovy_deg {head_fovy_deg} outside 1..170 degrees")
+        self.head_fovy_deg = float(head_fovy_deg)
+        self._model.cam_fovy[mujoco.mj_name2id(self._model, mujoco.mjtObj.mjOBJ_CAMERA, "top")] = self.head_fovy_deg
         self._steps_per_control = round(CONTROL_DT / self.physics_dt)
 
         self.camera_sizes: dict[str, tuple[int, int]] = dict(DEFAULT_CAMERA_SIZES)
@@ -171,6 +188,11 @@ class AlohaSim:
     def reward(self) -> int:
         """The task reward at its last evaluation (every 20 ms of sim time)."""
         return self._reward
+
+    @property
+    def max_reward(self) -> int:
+        """Highest reward since reset (REWARD_STAGES says what it means)."""
+        return self._max_reward
 
     @property
     def success(self) -> bool:

@@ -193,11 +193,12 @@ def generate(
     max_attempts: int | None = None,
     compress: bool = True,
     show_progress: bool = True,
+    head_fovy_deg: float | None = None,
 ) -> list[EpisodeStats]:
     """Write `episodes` bags (successful ones unless keep_failed) from consecutive seeds."""
     from tqdm import tqdm
 
-    from memorywam_ros.sim.aloha import AlohaSim
+    from memorywam_ros.sim.aloha import GYM_ALOHA_HEAD_FOVY_DEG, AlohaSim
     from memorywam_ros.sim.scripted import run_scripted_episode
 
     if task != "transfer_cube":
@@ -208,7 +209,8 @@ def generate(
     kept = 0
     s = seed
     with (
-        AlohaSim(task, camera_sizes=camera_sizes) as sim,
+        AlohaSim(task, camera_sizes=camera_sizes,
+                 head_fovy_deg=GYM_ALOHA_HEAD_FOVY_DEG if head_fovy_deg is None else head_fovy_deg) as sim,
         tqdm(total=episodes, unit="ep", disable=not show_progress, desc="sim demos") as bar,
     ):
         while kept < episodes and s < seed + max_attempts:
@@ -250,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--joint-rate", type=float, default=DEFAULT_JOINT_RATE, help="/joint_states rate, Hz (default 50)")
     p.add_argument("--head-size", type=int, nargs=2, default=(256, 320), metavar=("H", "W"))
     p.add_argument("--wrist-size", type=int, nargs=2, default=(128, 160), metavar=("H", "W"))
+    p.add_argument("--head-fovy", type=float, default=None, metavar="DEG",
+                   help="head camera vertical field of view (default: the sim's, memorywam_ros/sim/aloha.py)")
     p.add_argument("--no-compress", action="store_true", help="write uncompressed MCAP chunks")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
@@ -268,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         camera_sizes=sizes,
         compress=not a.no_compress,
         show_progress=not a.quiet,
+        head_fovy_deg=a.head_fovy,
     )
     kept = [x for x in stats if x.path is not None]
     tried = len(stats)

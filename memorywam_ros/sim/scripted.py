@@ -269,3 +269,37 @@ def run_scripted_episode(sim: AlohaSim, seed: int, hz: float = CONTROL_HZ) -> Ep
         sim.step(q, 1.0 / hz, render=False)
         best = max(best, sim.reward)
     return EpisodeResult(seed=seed, success=sim.success, max_reward=best, targets=np.array(targets))
+
+
+@dataclass
+class ScriptedRows:
+    """A scripted episode on the control grid, with what the robot would sense at each row.
+
+    Row r: `images[r]` and `qpos[r]` are observed after r commands (the observation of row r,
+    before its command), `targets[r]` is row r's command, held for 1/hz s. The same grid as the
+    recorded demos and the node (runtime/chunk_executor.py)."""
+
+    seed: int
+    cube_xyz: np.ndarray  # (3,) initial cube position
+    images: list[dict[str, np.ndarray]]  # per row: camera name -> uint8 (H, W, 3)
+    qpos: np.ndarray  # (T, 14)
+    targets: np.ndarray  # (T, 14)
+    success: bool
+
+
+def scripted_rows(
+    sim: AlohaSim, seed: int, hz: float = CONTROL_HZ, render_rows: set[int] | None = None
+) -> ScriptedRows:
+    """Run the scripted policy from `seed`, rendering the rows in `render_rows` (all if None)."""
+    sim.reset(seed, render=False)
+    cube = np.asarray(sim.env_state[:3], dtype=np.float64).copy()
+    policy = ScriptedTransferCube(hz)
+    policy.reset(sim)
+    images, qpos, targets = [], [], []
+    for r in range(policy.num_steps):
+        images.append(sim.render() if render_rows is None or r in render_rows else {})
+        qpos.append(sim.qpos)
+        q = policy.act(sim)
+        targets.append(q)
+        sim.step(q, 1.0 / hz, render=False)
+    return ScriptedRows(seed, cube, images, np.array(qpos), np.array(targets), sim.success)

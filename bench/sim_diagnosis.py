@@ -1,0 +1,338 @@
+"""Why the simulated TransferCube policy fails, measured (issue 16, item 1).
+
+    .venv/bin/python bench/sim_diagnosis.py probe                      # ~1 min: is the cube's position readable?
+    .venv/bin/python bench/sim_diagnosis.py open-loop --episodes 10    # ~1 min: teacher-forced error per chunk
+    .venv/bin/python bench/sim_diagnosis.py ideal --episodes 20        # ~3 min: closed loop, the sim waits
+    .venv/bin/python bench/sim_diagnosis.py failures bench/results/realtime_closed_loop_l0.json   # breakdown
+
+`probe` (can the cube position be read?): for `--seeds` simulator seeds (0.., disjoint from the
+demos' 1000.. and the evaluations' 5000..) the first observation (home pose, cube at its sampled
+pose) is rendered at each `--fovy` head framing, composed into the 384x320 mosaic and encoded by
+the checkpoint's VAE exactly as the node does (latent frame 0). A ridge regression (features
+standardised, penalty chosen by 5-fold cross-validation on the first 2/3 of the seeds) maps the
+features to the cube's (x, y); the table reports the held-out RMSE in cm against predicting the
+mean (the sampler is uniform over 20x20 cm: ~5.8 cm per axis). Features: the whole latent
+(48x24x20), the latent's head region, and the head tile's pixels at 1/4 resolution (the reference:
+a red blob's position is nearly linear in its pixels).
+
+`open-loop` (teacher forcing on unseen scripted episodes): each scripted episode (seeds
+`--seed`.., disjoint from the demos) is run once, rendering the rows the node observes for the
+checkpoint's observation lead; the policy is fed those observations (latent frame j = the mosaics
+of `frame_rows(j, 16, lead)`, its proprio the joint state of `obs_row(j)`) and its chunk j is
+compared with the scripted commands of rows 16j..16j+15. Reported per chunk index: mean absolute
+error of the arm joints (rad) and the grippers, and where the right tool point would be at the
+grasp (rows 24-30, forward kinematics of the targets) against the demonstration's, in cm; all
+against two references that do not look at the
+cube: `hold` (every target = the joint state at the observation) and `mean plan` (the
+demonstrations' time-indexed mean command, over `--baseline-seeds` scripted episodes of the
+training seeds 1000..). A model that learned "the average reach" sits at `mean plan`.
+
+`ideal` (closed loop without real time): the policy drives `AlohaSim` directly and the simulator
+waits while it computes, with the checkpoint's observation schedule (latent frame j from the rows
+`frame_rows(j, 16, lead)`, chunk j executed on rows 16j..16j+15 at 10 Hz, zero-order hold): no
+latency, no hold, no ROS. What it reaches is the model's own closed-loop quality; the gap to the
+ROS closed loop is what real time costs. Counts the chunks whose first target is farther from the
+measured joints than the robot file's max_start_distance (the node would refuse them).
+
+`failures`: the closed-loop breakdown of a `bench/realtime.py closed-loop` / `memorywam-demo
+--results` JSON: the highest reward stage per episode (sim/stages.py: never touched the cube,
+grasp failed, no hand-over, hand-over failed, success), and per stage how many episodes had a
+chunk refused (start distance) or a stall.
+
+Writes bench/results/sim_diagnosis_<mode>.json (paths relative to the repository).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+DEFAULT_MODEL = ROOT / "checkpoints" / "sim_transfer_cube"
+
+
+def _rel(path: str | Path) -> str:
+    p = Path(path).resolve()
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
+
+
+def ridge_probe(x: np.ndarray, y: np.ndarray, train: int, folds: int = 5) -> dict:
+    """Ridge regression x -> y fitted on the first `train` rows (penalty by k-fold CV), scored on
+    the rest: RMSE per target column and the mean predictor's RMSE, in y's units."""
+    x = x.astype(np.float64)
+    mu, sd = x[:train].mean(0), x[:train].std(0) + 1e-8
+    x = (x - mu) / sd
+    xtr, ytr, xte, yte = x[:train], y[:train], x[train:], y[train:]
+
+    def fit(a: np.ndarray, b: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
+        bm = b.mean(0)
+        k = a @ a.T  # dual form: n << features
+        alpha = np.linalg.solve(k + lam * np.eye(len(a)), b - bm)
+        return a.T @ alpha, bm
+
+    lams = [10.0**e * x.shape[1] for e in range(-4, 3)]
+    idx = np.arange(train) % folds
+    cv = []
+    for lam in lams:
+        err = 0.0
+        for f in range(folds):
+            w, b0 = fit(xtr[idx != f], ytr[idx != f], lam)
+            err += float(((xtr[idx == f] @ w + b0 - ytr[idx == f]) ** 2).sum())
+        cv.append(err)
+    lam = lams[int(np.argmin(cv))]
+    w, b0 = fit(xtr, ytr, lam)
+    rmse = np.sqrt(((xte @ w + b0 - yte) ** 2).mean(0))
+    base = np.sqrt(((ytr.mean(0) - yte) ** 2).mean(0))
+    return {"rmse": rmse.tolist(), "mean_predictor_rmse": base.tolist(), "penalty": lam, "test": len(yte)}
+
+
+def probe(args: argparse.Namespace) -> dict:
+    import torch
+
+    from memorywam_ros.runtime.mosaic import compose_mosaic
+    from memorywam_ros.runtime.policy import Policy
+    from memorywam_ros.sim.aloha import AlohaSim
+
+    torch.set_num_threads(args.torch_threads)
+    policy = Policy.from_pretrained(args.model, device="cpu")
+    h, w = policy.image_size
+    out: dict = {"mode": "probe", "model": _rel(args.model), "seeds": args.seeds, "framings": {}}
+    for fovy in args.fovy:
+        feats: dict[str, list[np.ndarray]] = {"latent": [], "latent_head": [], "head_pixels": []}
+        cubes = []
+        t0 = time.perf_counter()
+        with AlohaSim(head_fovy_deg=fovy) as sim:
+            for seed in range(args.seeds):
+                sim.reset(seed, render=False)
+                cubes.append(sim.env_state[:2].copy())
+                im = sim.render()
+                mosaic = compose_mosaic(im["top"], im["left_wrist"], im["right_wrist"], h, w)
+                policy.vae.reset()
+                with torch.no_grad():
+                    lat = policy.vae.encode(mosaic[None])[:, 0].float().numpy()  # (C, h/16, w/16)
+                rows = lat.shape[1] // 3  # mosaic: wrists on the top third, head below
+                feats["latent"].append(lat.reshape(-1))
+                feats["latent_head"].append(lat[:, rows:].reshape(-1))
+                head = im["top"].astype(np.float32)
+                feats["head_pixels"].append(head.reshape(head.shape[0] // 4, 4, head.shape[1] // 4, 4, 3)
+                                            .mean((1, 3)).reshape(-1))
+        y = np.array(cubes) * 100.0  # cm
+        train = 2 * args.seeds // 3
+        res = {name: ridge_probe(np.stack(x), y, train) for name, x in feats.items()}
+        out["framings"][f"{fovy:g}"] = {"features": res, "seconds": time.perf_counter() - t0}
+    print(f"cube (x, y) from the first observation: ridge probe, {args.seeds - 2 * args.seeds // 3} held-out seeds "
+          f"(RMSE cm; the mean predictor: see last column)")
+    print("| head fovy | whole latent | latent head region | head pixels /4 | mean predictor |\n|---|---|---|---|---|")
+    for fovy, r in out["framings"].items():
+        f = r["features"]
+        cells = [f"{f[k]['rmse'][0]:.2f} / {f[k]['rmse'][1]:.2f}" for k in ("latent", "latent_head", "head_pixels")]
+        base = f["latent"]["mean_predictor_rmse"]
+        print(f"| {fovy}° | {' | '.join(cells)} | {base[0]:.2f} / {base[1]:.2f} |")
+    return out
+
+
+def open_loop(args: argparse.Namespace) -> dict:
+    import torch
+
+    from memorywam_ros.runtime.chunk_executor import frame_rows, obs_row
+    from memorywam_ros.runtime.mosaic import compose_mosaic
+    from memorywam_ros.runtime.policy import Policy
+    from memorywam_ros.sim.aloha import AlohaSim
+    from memorywam_ros.sim.scripted import ArmIK, ScriptedTransferCube, run_scripted_episode, scripted_rows
+
+    torch.set_num_threads(args.torch_threads)
+    policy = Policy.from_pretrained(args.model, device="cpu")
+    manifest = json.loads((Path(args.model) / "memorywam.json").read_text())
+    lead = int(manifest.get("observation_lead", 0))
+    k = policy.chunk_size
+    h, w = policy.image_size
+    arm = np.r_[0:6, 7:13]
+    grip = np.array([6, 13])
+    with AlohaSim(head_fovy_deg=args.fovy) as sim:
+        plans = [run_scripted_episode(sim, s).targets for s in range(1000, 1000 + args.baseline_seeds)]
+        t_max = max(len(p) for p in plans)
+        mean_plan = np.mean([np.pad(p, ((0, t_max - len(p)), (0, 0)), mode="edge") for p in plans], axis=0)
+        ik = ArmIK(sim.model, 1)  # the right arm picks the cube
+        grasp = np.arange(24, 31)  # rows 2.4-3.0 s: the scripted tool point sits on the cube, fingers closing
+        tool_err: dict[str, list[float]] = {"model": [], "hold": [], "mean plan": []}
+        errs: dict[str, list[list[float]]] = {"model": [], "hold": [], "mean plan": []}
+        grip_errs: dict[str, list[list[float]]] = {"model": [], "hold": [], "mean plan": []}
+        for seed in range(args.seed, args.seed + args.episodes):
+            n_rows = ScriptedTransferCube().num_steps
+            frames = range(1 + (n_rows - 1) // k)
+            need = {r for j in frames for r in frame_rows(j, k, lead)}
+            ep = scripted_rows(sim, seed, render_rows=need)
+            policy.reset(policy.instructions[0])
+            for j in frames:
+                mosaics = np.stack([compose_mosaic(ep.images[r]["top"], ep.images[r]["left_wrist"],
+                                                   ep.images[r]["right_wrist"], h, w) for r in frame_rows(j, k, lead)])
+                policy.observe(mosaics, ep.qpos[obs_row(j, k, lead)])
+                chunk = policy.act()
+                rows = np.arange(k * j, min(k * (j + 1), n_rows))
+                if not rows.size:
+                    continue
+                truth = ep.targets[rows]
+                preds = {"model": chunk[: rows.size], "hold": np.tile(ep.qpos[obs_row(j, k, lead)], (rows.size, 1)),
+                         "mean plan": mean_plan[np.minimum(rows, t_max - 1)]}
+                for name, p in preds.items():
+                    at = [i for i, r in enumerate(rows) if r in grasp]
+                    for i in at:  # right tool point of the prediction vs the demonstration's, cm
+                        tool_err[name].append(float(np.linalg.norm(ik.tool_pose(p[i, 7:13])[0]
+                                                                   - ik.tool_pose(truth[i, 7:13])[0])) * 100)
+                    while len(errs[name]) <= j:
+                        errs[name].append([])
+                        grip_errs[name].append([])
+                    errs[name][j].append(float(np.abs(p[:, arm] - truth[:, arm]).mean()))
+                    grip_errs[name][j].append(float(np.abs(p[:, grip] - truth[:, grip]).mean()))
+    table = {name: [float(np.mean(e)) for e in per] for name, per in errs.items()}
+    gtable = {name: [float(np.mean(e)) for e in per] for name, per in grip_errs.items()}
+    out = {"mode": "open-loop", "model": _rel(args.model), "observation_lead": lead, "episodes": args.episodes,
+           "seeds": [args.seed, args.seed + args.episodes - 1], "baseline_seeds": args.baseline_seeds,
+           "head_fovy_deg": args.fovy, "arm_mae_rad": table, "gripper_mae": gtable,
+           "arm_mae_rad_all": {n: float(np.mean([x for e in per for x in e])) for n, per in errs.items()},
+           "grasp_tool_error_cm": {n: {"mean": float(np.mean(v)), "p90": float(np.percentile(v, 90))}
+                                   for n, v in tool_err.items()}}
+    print(f"teacher-forced action error, {args.episodes} unseen scripted episodes (seeds {args.seed}..), ℓ = {lead}")
+    print("| chunk | " + " | ".join(f"{n} arm rad / gripper" for n in table) + " |\n|---|" + "---|" * len(table))
+    for j in range(len(table["model"])):
+        print(f"| {j} | " + " | ".join(f"{table[n][j]:.3f} / {gtable[n][j]:.2f}" for n in table) + " |")
+    print("| all | " + " | ".join(f"{out['arm_mae_rad_all'][n]:.3f}" for n in table) + " |")
+    print("right tool point at the grasp (rows 24-30) vs the demonstration's, cm mean / p90: " + ", ".join(
+        f"{n} {v['mean']:.1f} / {v['p90']:.1f}" for n, v in out["grasp_tool_error_cm"].items()))
+    return out
+
+
+def ideal(args: argparse.Namespace) -> dict:
+    """Closed loop without real time: the simulator waits while the policy computes (no ROS)."""
+    import torch
+
+    from memorywam_ros.runtime.chunk_executor import frame_rows, obs_row
+    from memorywam_ros.runtime.mosaic import compose_mosaic
+    from memorywam_ros.runtime.policy import Policy
+    from memorywam_ros.runtime.robot_config import RobotConfig
+    from memorywam_ros.sim.aloha import AlohaSim
+    from memorywam_ros.sim.stages import MAX_REWARD, REWARD_STAGES
+
+    torch.set_num_threads(args.torch_threads)
+    policy = Policy.from_pretrained(args.model, device="cpu")
+    manifest = json.loads((Path(args.model) / "memorywam.json").read_text())
+    lead = int(manifest.get("observation_lead", 0))
+    robot = RobotConfig.from_yaml(ROOT / "config" / "robots" / "aloha_sim.yaml")
+    max_start = np.asarray(robot.max_start_distance, dtype=np.float64)
+    k = policy.chunk_size
+    h, w = policy.image_size
+    rows_max = round(args.seconds * 10)
+    need = {r for j in range(rows_max // k + 1) for r in frame_rows(j, k, lead)}
+    episodes = []
+    with AlohaSim(head_fovy_deg=args.fovy) as sim:
+        for seed in range(args.seed, args.seed + args.episodes):
+            sim.reset(seed, render=False)
+            policy.reset(policy.instructions[0])
+            seen: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+            far = 0
+            chunk = None
+            for r in range(rows_max):
+                if r in need:  # the observation of row r: after r commands
+                    im = sim.render()
+                    seen[r] = (compose_mosaic(im["top"], im["left_wrist"], im["right_wrist"], h, w), sim.qpos)
+                if r % k == 0:
+                    j = r // k
+                    policy.observe(np.stack([seen[q][0] for q in frame_rows(j, k, lead)]), seen[obs_row(j, k, lead)][1])
+                    chunk = policy.act()
+                    far += int(np.any(np.abs(chunk[0] - sim.qpos) > max_start))
+                assert chunk is not None
+                sim.step(sim.clip_targets(chunk[r % k]), 0.1, render=False)
+                if sim.success:
+                    break
+            episodes.append({"seed": seed, "success": sim.success, "max_reward": sim.max_reward,
+                             "stage": REWARD_STAGES["transfer_cube"][min(sim.max_reward, MAX_REWARD)],
+                             "chunks": r // k + 1, "chunks_over_start_distance": far})
+            print(f"seed {seed}: {episodes[-1]['stage']}, {far} chunk(s) the node would refuse", flush=True)
+    n = len(episodes)
+    succ = sum(e["success"] for e in episodes)
+    stages = {name: sum(min(e["max_reward"], MAX_REWARD) == i for e in episodes)
+              for i, name in enumerate(REWARD_STAGES["transfer_cube"])}
+    lo, hi = wilson(succ, n)
+    print(f"ideal-timing closed loop, ℓ = {lead}: {succ}/{n} success (95 % Wilson [{lo:.0%}, {hi:.0%}]); "
+          f"stages {stages}")
+    return {"mode": "ideal", "model": _rel(args.model), "observation_lead": lead, "head_fovy_deg": args.fovy,
+            "episodes": n, "successes": succ, "wilson95": [lo, hi], "stages": stages, "per_episode": episodes}
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of k successes in n trials."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return float(max(0.0, c - half)), float(min(1.0, c + half))
+
+
+def failures(args: argparse.Namespace) -> dict:
+    from memorywam_ros.sim.stages import REWARD_STAGES
+
+    data = json.loads(Path(args.results_json).read_text())
+    eps = data.get("per_episode")
+    if not eps or "max_reward" not in eps[0]:
+        raise SystemExit(f"{args.results_json}: no per-episode max_reward (run with this version's demo/bench)")
+    stages = REWARD_STAGES["transfer_cube"]
+    rows = []
+    for k, name in enumerate(stages):
+        sel = [e for e in eps if min(e["max_reward"], len(stages) - 1) == k]
+        rows.append({"stage": name, "episodes": len(sel),
+                     "with_refused_chunk": sum((e.get("chunks_rejected") or 0) > 0 for e in sel),
+                     "with_stall": sum((e.get("stalls") or 0) > 0 for e in sel),
+                     "refused_chunks": sum(e.get("chunks_rejected") or 0 for e in sel)})
+    print(f"closed-loop failure breakdown: {_rel(args.results_json)}, {len(eps)} episodes")
+    print("| highest stage | episodes | with a refused chunk | with a stall | refused chunks |\n|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['stage']} | {r['episodes']} | {r['with_refused_chunk']} | {r['with_stall']} | "
+              f"{r['refused_chunks']} |")
+    return {"mode": "failures", "source": _rel(args.results_json), "episodes": len(eps), "stages": rows}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="mode", required=True)
+    pr = sub.add_parser("probe")
+    pr.add_argument("--seeds", type=int, default=150)
+    pr.add_argument("--fovy", type=float, nargs="+", default=[78.0, 50.0], help="head framings to compare")
+    ol = sub.add_parser("open-loop")
+    ol.add_argument("--episodes", type=int, default=10)
+    ol.add_argument("--seed", type=int, default=3000)
+    ol.add_argument("--baseline-seeds", type=int, default=20)
+    ol.add_argument("--fovy", type=float, default=78.0, help="head framing the checkpoint was trained with")
+    ie = sub.add_parser("ideal")
+    ie.add_argument("--episodes", type=int, default=10)
+    ie.add_argument("--seed", type=int, default=6000)
+    ie.add_argument("--seconds", type=float, default=19.2, help="episode length (12 chunks)")
+    ie.add_argument("--fovy", type=float, default=78.0, help="head framing the checkpoint was trained with")
+    for q in (pr, ol, ie):
+        q.add_argument("--model", default=str(DEFAULT_MODEL))
+        q.add_argument("--torch-threads", type=int, default=2)
+    fa = sub.add_parser("failures")
+    fa.add_argument("results_json")
+    for q in (pr, ol, ie, fa):
+        q.add_argument("--out", default=None, help="JSON path (default bench/results/sim_diagnosis_<mode>.json)")
+    args = p.parse_args(argv)
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    result = {"probe": probe, "open-loop": open_loop, "ideal": ideal, "failures": failures}[args.mode](args)
+    result["command"] = " ".join(["bench/sim_diagnosis.py", *(argv if argv is not None else sys.argv[1:])])
+    out = Path(args.out) if args.out else RESULTS / f"sim_diagnosis_{args.mode.replace('-', '_')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {_rel(out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,20 @@
+"""What a simulated episode's highest reward stage means (no MuJoCo import: the demo uses it)."""
+
+from __future__ import annotations
+
+__all__ = ["MAX_REWARD", "REWARD_STAGES"]
+
+MAX_REWARD = 4  # both gym-aloha tasks: reward == 4 is success (`info["is_success"]`)
+
+REWARD_STAGES: dict[str, tuple[str, ...]] = {
+    # gym-aloha's TransferCubeTask.get_reward: 1 right gripper touches the cube, 2 it is lifted off the
+    # table, 3 the left gripper touches it, 4 the left gripper holds it off the table, the right lets go
+    "transfer_cube": ("never touched the cube", "touched, never lifted (grasp failed)",
+                      "lifted, left gripper never touched it (no hand-over)",
+                      "left gripper touched it, not transferred (hand-over failed)", "success"),
+    # InsertionTask: 1 both grippers touch (peg and socket), 2 both lifted, 3 peg touches the socket in
+    # the air, 4 the peg touches the pin (inserted)
+    "insertion": ("did not touch both", "both touched, not both lifted", "both lifted, peg never touched the socket",
+                  "peg touched the socket, not inserted", "success"),
+}
+"""What each highest reward reached in an episode means: the failure breakdown of closed-loop runs."""
