@@ -13,6 +13,7 @@ OUT="${OUT:-checkpoints/sim_transfer_cube}"
 EPISODES="${EPISODES:-50}"
 STEPS="${STEPS:-1500}"
 LEAD="${LEAD:-0}"
+DART="${DART:-0}"  # std (rad) of the noise on the demos' executed arm targets (DART; labels stay clean)
 HEAD_FOVY="${HEAD_FOVY:-78}"  # head camera framing of the demos (memorywam_ros/sim/aloha.py); the demo must match
 if [[ "${1:-}" == "--observation-lead" ]]; then LEAD="${2:?--observation-lead needs a value}"; fi
 BIN=.venv/bin
@@ -30,7 +31,7 @@ stage() {  # stage NAME COMMAND...
 }
 mkdir -p "$WORK"
 stage demos bash -c 'rm -rf "$0/bags" && "$1/memorywam-sim-demos" --episodes "$2" --out "$0/bags" --seed 1000 \
-  --camera-rate 10 --head-fovy "$3" --quiet' "$WORK" "$BIN" "$EPISODES" "$HEAD_FOVY"
+  --camera-rate 10 --head-fovy "$3" --dart "$4" --quiet' "$WORK" "$BIN" "$EPISODES" "$HEAD_FOVY" "$DART"
 stage convert bash -c '"$1/memorywam-convert" "$0"/bags/* --out "$0/episodes" --config config/record_topics_sim.yaml \
   --instruction "transfer the cube" --overwrite --quiet' "$WORK" "$BIN"
 # the tiny Wan2.2-layout VAE (random weights, frozen) that encodes the latents and ships with the export

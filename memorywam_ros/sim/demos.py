@@ -122,16 +122,21 @@ def record_episode(
     start_ns: int | None = None,
     compress: bool = True,
     progress=None,
+    dart: float = 0.0,
 ) -> tuple[bool, dict[str, int]]:
-    """Run the scripted policy from `seed` and write the bag at `path` -> (success, message counts)."""
+    """Run the scripted policy from `seed` and write the bag at `path` -> (success, message counts).
+
+    `dart` > 0: the executed arm targets carry `scripted.dart_noise` (std `dart` rad) while the
+    command topic records the demonstrator's clean target: the action label of a DART demo."""
     from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
 
-    from memorywam_ros.sim.scripted import ScriptedTransferCube
+    from memorywam_ros.sim.scripted import ScriptedTransferCube, dart_noise
 
     ts = _typestore()
     policy = ScriptedTransferCube(CONTROL_RATE)
     sim.reset(seed, render=False)
     policy.reset(sim)
+    noise = dart_noise(seed, policy.num_steps, dart)
     if start_ns is None:
         start_ns = time.time_ns()
     dt_ns = round(sim.physics_dt * 1e9)
@@ -159,7 +164,8 @@ def record_episode(
                 cam_i += 1
             if step % ctrl_every == 0 and step < end_step:
                 q = policy.act(sim)
-                sink.joints(topics.COMMAND_TOPIC, t_ns, sim.set_targets(q))  # held until the next
+                sim.set_targets(q + noise[step // ctrl_every])  # held until the next
+                sink.joints(topics.COMMAND_TOPIC, t_ns, sim.clip_targets(q))  # the label: the clean target
                 if progress is not None:
                     progress.update(1)
             # Advance to the next event on the 2 ms grid.
@@ -194,6 +200,7 @@ def generate(
     compress: bool = True,
     show_progress: bool = True,
     head_fovy_deg: float | None = None,
+    dart: float = 0.0,
 ) -> list[EpisodeStats]:
     """Write `episodes` bags (successful ones unless keep_failed) from consecutive seeds."""
     from tqdm import tqdm
@@ -215,7 +222,7 @@ def generate(
     ):
         while kept < episodes and s < seed + max_attempts:
             t0 = time.perf_counter()
-            ok = run_scripted_episode(sim, s).success  # dry run, no rendering
+            ok = run_scripted_episode(sim, s, dart=dart).success  # dry run, no rendering
             path = out / f"episode_{kept:04d}_seed_{s}"
             if not ok and not keep_failed:
                 stats.append(EpisodeStats(s, False, None, {}, 0, time.perf_counter() - t0, sim.time_s))
@@ -224,7 +231,7 @@ def generate(
                 continue
             if path.exists():
                 raise SystemExit(f"{path} exists; choose an empty --out or another --seed")
-            ok, counts = record_episode(sim, s, path, camera_rate, joint_rate, compress=compress)
+            ok, counts = record_episode(sim, s, path, camera_rate, joint_rate, compress=compress, dart=dart)
             if not ok and not keep_failed:  # dry run and recording disagree: never keep a failure
                 shutil.rmtree(path)
                 path_kept = None
@@ -252,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--joint-rate", type=float, default=DEFAULT_JOINT_RATE, help="/joint_states rate, Hz (default 50)")
     p.add_argument("--head-size", type=int, nargs=2, default=(256, 320), metavar=("H", "W"))
     p.add_argument("--wrist-size", type=int, nargs=2, default=(128, 160), metavar=("H", "W"))
+    p.add_argument("--dart", type=float, default=0.0, metavar="RAD",
+                   help="std of the noise added to the executed arm targets (DART; the bag records the clean "
+                        "target as the command), e.g. 0.02")
     p.add_argument("--head-fovy", type=float, default=None, metavar="DEG",
                    help="head camera vertical field of view (default: the sim's, memorywam_ros/sim/aloha.py)")
     p.add_argument("--no-compress", action="store_true", help="write uncompressed MCAP chunks")
@@ -273,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         compress=not a.no_compress,
         show_progress=not a.quiet,
         head_fovy_deg=a.head_fovy,
+        dart=a.dart,
     )
     kept = [x for x in stats if x.path is not None]
     tried = len(stats)

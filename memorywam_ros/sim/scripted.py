@@ -256,17 +256,36 @@ class EpisodeResult:
     targets: np.ndarray  # (T, 14) at 10 Hz
 
 
-def run_scripted_episode(sim: AlohaSim, seed: int, hz: float = CONTROL_HZ) -> EpisodeResult:
-    """Run one scripted episode in `sim` without rendering (success check / planning only)."""
+ARM_JOINTS = np.r_[0:6, 7:13]
+
+
+def dart_noise(seed: int, steps: int, sigma: float) -> np.ndarray:
+    """(steps, 14) perturbation of the *executed* targets for DART-style demonstrations (Laskey et
+    al. 2017): Gaussian with std `sigma` rad on the 12 arm joints, none on the grippers or on row 0.
+
+    The label stays the demonstrator's clean target, so the demos show the arm pushed off the
+    path and the command that brings it back: the recoveries a cloned policy needs once its own
+    errors push it off. Deterministic per seed, so the dry run and the recording of a seed agree."""
+    out = np.zeros((steps, 14))
+    if sigma > 0:
+        out[1:, ARM_JOINTS] = np.random.default_rng([seed, 7919]).normal(0.0, sigma, (steps - 1, ARM_JOINTS.size))
+    return out
+
+
+def run_scripted_episode(sim: AlohaSim, seed: int, hz: float = CONTROL_HZ, dart: float = 0.0) -> EpisodeResult:
+    """Run one scripted episode in `sim` without rendering (success check / planning only); `dart`:
+    the std (rad) of the noise added to the executed arm targets (`dart_noise`); `targets` are the
+    clean labels."""
     sim.reset(seed, render=False)
     policy = ScriptedTransferCube(hz)
     policy.reset(sim)
+    noise = dart_noise(seed, policy.num_steps, dart)
     best = 0
     targets = []
-    for _ in range(policy.num_steps):
+    for i in range(policy.num_steps):
         q = policy.act(sim)
         targets.append(q)
-        sim.step(q, 1.0 / hz, render=False)
+        sim.step(q + noise[i], 1.0 / hz, render=False)
         best = max(best, sim.reward)
     return EpisodeResult(seed=seed, success=sim.success, max_reward=best, targets=np.array(targets))
 
