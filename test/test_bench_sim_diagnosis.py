@@ -51,7 +51,8 @@ def test_failure_breakdown_counts_stages_refusals_and_stalls(tmp_path: Path) -> 
     out = sd.failures(type("A", (), {"results_json": str(path)})())
     rows = {r["stage"]: r for r in out["stages"]}
     first = rows["never touched the cube"]
-    assert (first["episodes"], first["with_refused_chunk"], first["with_stall"], first["refused_chunks"]) == (2, 1, 1, 3)
+    counts = (first["episodes"], first["with_refused_chunk"], first["with_stall"], first["refused_chunks"])
+    assert counts == (2, 1, 1, 3)
     assert rows["lifted, left gripper never touched it (no hand-over)"]["episodes"] == 1
     assert rows["success"]["episodes"] == 1 and out["episodes"] == 4
     path.write_text(json.dumps({"per_episode": [{"success": True}]}))
