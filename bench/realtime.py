@@ -46,6 +46,12 @@ STEP_S = 0.1
 CHUNK_S = 1.6
 
 
+def _rel(path: str | Path) -> str:
+    """A path as results files name it: relative to the repository when inside it."""
+    p = Path(path).resolve()
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
+
+
 def _pct(x: list[float] | np.ndarray) -> dict:
     x = np.asarray(x, dtype=float)
     if not len(x):
@@ -78,7 +84,7 @@ def latency(args: argparse.Namespace) -> dict:
     stats = _pct(np.array(times) * 1e3)
     fit = math.ceil(stats["p99"] / (STEP_S * 1e3) - 1e-9)
     result = {
-        "mode": "latency", "model": str(args.model), "torch_threads": args.torch_threads,
+        "mode": "latency", "model": _rel(args.model), "torch_threads": args.torch_threads,
         "num_steps": args.num_steps, "chunk_latency_ms": stats,
         "parts_p50_ms": {k: float(np.median([p[k] for p in parts]) * 1e3) for k in parts[0]},
         "lead_that_fits_p99": fit,
@@ -172,7 +178,7 @@ def closed_loop(args: argparse.Namespace) -> dict:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
     lead = json.loads((Path(args.model) / "memorywam.json").read_text()).get("observation_lead", 0)
-    result = {"mode": "closed-loop", "model": str(args.model), "observation_lead": args.relabel_lead
+    result = {"mode": "closed-loop", "model": _rel(args.model), "observation_lead": args.relabel_lead
               if args.relabel_lead is not None else lead, "relabelled": args.relabel_lead is not None,
               "episodes": len(episodes), "successes": summary["successes"],
               "chunk_latency_ms": summary["chunk_latency"], **boundary_and_holds(episodes),

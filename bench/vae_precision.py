@@ -127,7 +127,8 @@ def main() -> int:
           f"{cost['fp32_MiB']:.0f} MiB fp32 vs {cost['bf16_MiB']:.0f} MiB bf16")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "rows": rows, "full_size": cost,
+    rel = str(out.resolve().relative_to(ROOT)) if out.resolve().is_relative_to(ROOT) else str(out)
+    out.write_text(json.dumps({"args": {**vars(args), "out": rel}, "rows": rows, "full_size": cost,
                                "machine": platform.processor() or platform.machine(),
                                "torch": torch.__version__}, indent=2) + "\n")
     print(f"wrote {out}")

@@ -136,6 +136,12 @@ def run(args: argparse.Namespace) -> dict:
     return summarize(episodes, args)
 
 
+def _repo_relative(path: str | Path) -> str:
+    """A checkpoint path as the results files name it: relative to the repository when inside it."""
+    p = Path(path).resolve()
+    return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p)
+
+
 def _counter_delta(e: Episode, key: str) -> int | None:
     """A policy /diagnostics counter's change over the episode (None: not reported)."""
     try:
@@ -156,7 +162,7 @@ def summarize(episodes: list[Episode], args: argparse.Namespace) -> dict:
                 "max_ms": float(x.max())}
 
     result = {
-        "model": str(args.model),
+        "model": _repo_relative(args.model),
         "episodes": len(episodes),
         "successes": sum(e.success for e in episodes),
         "success_rate": sum(e.success for e in episodes) / max(1, len(episodes)),
