@@ -25,6 +25,10 @@ Sample fields (n frames; K = 16 actions per chunk):
   proprio (n, S) normalised    | video_mask (n-1,) bool: frame i+1 is the frame right after i,
   text (T, D) instruction      |   so "predict frame i+1 from frame i" is a real target
                                |   (False from the last anchor to the first window frame)
+  committed (n, P, A) normalised, only with committed_prefix P > 0: the commands the robot still
+    executes while frame j's chunk is computed (observation lead P): the last P of chunk j-1
+    (rows 16j-P .. 16j-1, read from the episode whatever the window), and for frame 0 the joint
+    state of row 0 (the arm holds its start pose: the node's hold target)
 
 `collate` pads a batch to its longest sample: padded frames get ids after the sample's last id,
 so by the causal-by-id memory rules no real token ever sees them, and every mask is False there.
@@ -69,6 +73,7 @@ class LatentDataset(Dataset):
         n_init: int = 2,
         normalizer: Normalizer | None = None,
         seed: int = 0,
+        committed_prefix: int = 0,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode {mode!r}: choose one of {MODES}")
@@ -81,6 +86,12 @@ class LatentDataset(Dataset):
         if not self.files:
             raise FileNotFoundError(f"{self.dir}: no latent episodes")
         self.mode, self.window, self.max_frames, self.n_init, self.seed = mode, window, max_frames, n_init, seed
+        self.committed_prefix = committed_prefix
+        lead = int(self.meta.get("observation_lead", 0))
+        if committed_prefix and committed_prefix != lead:
+            raise ValueError(f"committed_prefix {committed_prefix} needs latents precomputed with observation lead "
+                             f"{committed_prefix}; {self.dir} has observation_lead {lead} (memorywam-precompute "
+                             "--observation-lead)")
         self.epoch = 0
         self.lengths, self.instructions = [], []
         for path in self.files:
@@ -154,8 +165,11 @@ class LatentDataset(Dataset):
         idx = torch.tensor(ids)
         with safe_open(str(self.files[index]), framework="pt") as f:
             latents = _rows(f, "latents", ids).float()
-            actions, mask, proprio = (f.get_tensor(k)[idx] for k in ("actions", "action_mask", "proprio"))
+            all_actions = f.get_tensor("actions")
+            actions, mask, proprio = all_actions[idx], f.get_tensor("action_mask")[idx], f.get_tensor("proprio")[idx]
+            committed = self._committed(all_actions, f.get_tensor("proprio")[0], idx) if self.committed_prefix else None
         norm = self.normalizer
+        extra = {"committed": norm.normalize_action(committed.float())} if committed is not None else {}
         return {
             "latents": latents,
             "frame_ids": idx,
@@ -165,7 +179,17 @@ class LatentDataset(Dataset):
             "video_mask": idx[1:] == idx[:-1] + 1,
             "text": self.text(self.instructions[index]),
             "episode": index,
+            **extra,
         }
+
+    def _committed(self, actions: torch.Tensor, state0: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """(n, P, A) raw: chunk j-1's last P commands for frame j, the row-0 joint state for frame 0."""
+        p, a = self.committed_prefix, actions.shape[-1]
+        if state0.shape[-1] != a:
+            raise ValueError(f"committed_prefix needs the joint state in command space: state has "
+                             f"{state0.shape[-1]} values, actions {a}")
+        prev = actions[(idx - 1).clamp(min=0), -p:]  # (n, P, A)
+        return torch.where((idx == 0)[:, None, None], state0.to(prev.dtype).expand(p, a), prev)
 
 
 def _rows(f: Any, name: str, ids: list[int]) -> torch.Tensor:
@@ -189,7 +213,8 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         last = int(s["frame_ids"][-1])
         out["frame_ids"].append(torch.cat((s["frame_ids"], torch.arange(last + 1, last + 1 + pad))))
         out["frame_valid"].append(torch.arange(n) < m)
-        for key in ("latents", "actions", "action_mask", "proprio", "video_mask"):
+        keys = ("latents", "actions", "action_mask", "proprio", "video_mask", "committed")
+        for key in (k for k in keys if k in s):
             value = s[key]
             out[key].append(torch.cat((value, value.new_zeros((pad, *value.shape[1:])))))
         out["text"].append(torch.nn.functional.pad(s["text"], (0, 0, 0, t - s["text"].shape[0])))

@@ -93,7 +93,14 @@ class TrainConfig:
             key, sep, value = item.partition("=")
             if not sep:
                 raise SystemExit(f"override {item!r} is not key=value")
-            raw[key.strip()] = yaml.safe_load(value)
+            # dotted keys reach into a section: model.action.committed_prefix=12
+            *parents, leaf = key.strip().split(".")
+            node = raw
+            for name in parents:
+                node = node.setdefault(name, {})
+                if not isinstance(node, dict):
+                    raise SystemExit(f"override {item!r}: {name} is not a section")
+            node[leaf] = yaml.safe_load(value)
         types = {f.name: f.type for f in dataclasses.fields(cls)}
         unknown = set(raw) - set(types)
         if unknown:
@@ -152,6 +159,7 @@ def flow_matching_loss(model, batch: dict[str, torch.Tensor], cfg: TrainConfig, 
         cond_timestep=to(timestep(s)),
         noisy_video=to(add_noise(target_frames, noise_v, sigma_v)) if video else None,
         video_timestep=to(timestep(sigma_v)) if video else None,
+        committed=to(batch["committed"]) if "committed" in batch else None,  # clean: no noise, no loss
     )
     mask = to(batch["action_mask"] & batch["frame_valid"][..., None]).float()  # (B, N, K)
     err_a = (out.action_velocity.float() - to(velocity_target(actions, noise_a))).pow(2).mean(-1)
@@ -224,9 +232,13 @@ def main(argv: list[str] | None = None) -> int:
         from memorywam_ros.runtime.normalization import Normalizer
 
         normalizer = Normalizer.from_json(resume_from / "normalization.json")  # the stats the run started with
-    dataset = LatentDataset(
-        cfg.latents_dir, cfg.mode, cfg.window, cfg.max_frames, MemoryRules(config.memory).n_anchor, normalizer, cfg.seed
-    )
+    try:
+        dataset = LatentDataset(
+            cfg.latents_dir, cfg.mode, cfg.window, cfg.max_frames, MemoryRules(config.memory).n_anchor, normalizer,
+            cfg.seed, committed_prefix=config.action.committed_prefix,
+        )
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"memorywam-train: {err}") from None
     _check_fit(dataset, config)
     full_state = None
     if resume_from is None and rank == 0:

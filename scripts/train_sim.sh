@@ -13,6 +13,7 @@ OUT="${OUT:-checkpoints/sim_transfer_cube}"
 EPISODES="${EPISODES:-50}"
 STEPS="${STEPS:-1500}"
 LEAD="${LEAD:-0}"
+PREFIX="${PREFIX:-0}"  # committed prefix: 0, or = LEAD (the model is given the commands still running)
 DART="${DART:-0}"  # std (rad) of the noise on the demos' executed arm targets (DART; labels stay clean)
 HEAD_FOVY="${HEAD_FOVY:-78}"  # head camera framing of the demos (memorywam_ros/sim/aloha.py); the demo must match
 if [[ "${1:-}" == "--observation-lead" ]]; then LEAD="${2:?--observation-lead needs a value}"; fi
@@ -40,5 +41,6 @@ stage precompute bash -c 'rm -rf "$0/latents" && "$1/memorywam-precompute" "$0/e
   --random-text-dim 32 --text-len 16 --observation-lead "$2" --out "$0/latents" --quiet' "$WORK" "$BIN" "$LEAD"
 echo "[train_sim] train ($(date -u +%H:%M:%S))"
 "$BIN/torchrun" --standalone --nproc_per_node 2 -m memorywam_train.train --config config/train_sim.yaml \
-  latents_dir="$WORK/latents" out_dir="$WORK/run" steps="$STEPS" progress=false --export "$OUT"
+  latents_dir="$WORK/latents" out_dir="$WORK/run" steps="$STEPS" model.action.committed_prefix="$PREFIX" \
+  progress=false --export "$OUT"
 echo "checkpoint: $OUT, observation lead $LEAD, head fovy $HEAD_FOVY  (run it: .venv/bin/memorywam-demo --model $OUT --head-fovy $HEAD_FOVY)"

@@ -120,3 +120,44 @@ def test_diagnostics_report_deadline_misses_hold_ticks_and_margin(tiny_policy, t
         assert int(st["control_ticks_skipped"]) >= 0 and float(st["control_tick_late_max_ms"]) >= 0
     finally:
         g.close()
+
+
+class _CommittedSpy:
+    """The tiny policy as a committed-prefix model would be driven: records what act() is given."""
+
+    committed_prefix = 3
+    manifest = None  # an injected policy: the node takes its lead from the parameter
+
+    def __init__(self, policy) -> None:
+        self._policy = policy
+        self.calls: list = []
+
+    def __getattr__(self, name):
+        return getattr(self._policy, name)
+
+    def act(self, committed=None):
+        self.calls.append(None if committed is None else committed.copy())
+        return self._policy.act()
+
+
+def test_node_gives_a_committed_prefix_model_the_commands_still_running(tiny_policy, tmp_path) -> None:
+    """ℓ = 3 and a model with a 3-command prefix: the first chunk is computed with the hold pose (the
+    arm stands), every later one with the last 3 targets of the chunk that is running when it is
+    computed, i.e. the last 3 points the node published on ~/action_chunk for the chunk before."""
+    import numpy as np
+    from node_helpers import Graph
+
+    spy = _CommittedSpy(tiny_policy)
+    g = Graph(spy, write_robot_config(tmp_path / "r.yaml"), torch_threads=1, warmup=False, observation_lead=3)
+    try:
+        assert g.enable().success
+        wait_for(lambda: len(g.robot.chunks) >= 3 and len(spy.calls) >= 4, 120.0, "three chunks")
+        with g.robot.lock:
+            chunks = [np.array([p.positions for p in msg.points]) for _, msg in g.robot.chunks]
+        calls = list(spy.calls)
+        assert all(c is not None and c.shape == (3, 14) for c in calls)
+        assert np.all(calls[0] == calls[0][0])  # the hold pose, repeated
+        for k in range(1, 3):  # call k computes chunk k while chunk k-1 runs its last 3 targets
+            np.testing.assert_allclose(calls[k], chunks[k - 1][-3:], atol=1e-9)
+    finally:
+        g.close()

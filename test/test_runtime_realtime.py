@@ -30,6 +30,7 @@ class Segment:
     first: list[bool] = field(default_factory=list)
     chunks: dict[int, list[float]] = field(default_factory=dict)  # chunk index -> executed step values
     hold_ticks: list[int | None] = field(default_factory=list)
+    committed: list[list[float] | None] = field(default_factory=list)  # Tick.committed at each submit
 
 
 class Robot:
@@ -84,6 +85,7 @@ class Robot:
             assert self.in_flight is None and self.ready is None, "one model call at a time"
             self.seg.frames.append(self.forming)
             self.seg.first.append(tick.first)
+            self.seg.committed.append(None if tick.committed is None else tick.committed[:, 0].tolist())
             self.in_flight = (self.t + self.latency, self.frame)
             self.frame += 1
             self.forming = [row] * tick.carry
@@ -153,6 +155,51 @@ def test_stall_and_resume_continue_on_the_table(lead: int) -> None:
         if len(after.chunks[c]) == K:
             assert after.chunks[c] == [1000.0 + K * c + k for k in range(K)]
     assert after.hold_ticks[0] is None and set(after.hold_ticks[1:]) == {0 if lead else 1}
+
+
+@pytest.mark.parametrize("lead", [1, 3, 5])
+@pytest.mark.parametrize("substeps", [1, 3])
+def test_committed_commands_are_the_datasets_prefix(lead: int, substeps: int, tmp_path: Path) -> None:
+    """What a committed-prefix model is given at the submit of frame j (Tick.committed: the last ℓ
+    targets of chunk j-1, which run while chunk j is computed) is what LatentDataset trains frame j
+    with: the actions of rows 16j-ℓ .. 16j-1; none at the episode start (the node then passes the
+    hold pose, the dataset the row-0 state); after a stall, the hold chunk's targets."""
+    import torch
+    from safetensors.torch import save_file
+
+    from memorywam_ros.runtime.instructions import InstructionStore
+    from memorywam_ros.runtime.normalization import Normalizer
+    from memorywam_train.dataset import LatentDataset
+
+    robot = Robot(lead, substeps, latency=max(1, lead * substeps))
+    robot.run((5 * K + 8) * substeps)
+    seg = robot.seg
+    assert seg.committed[0] is None
+    for j in range(1, len(seg.frames)):
+        assert seg.committed[j] == [float(r) for r in range(K * j - lead, K * j)], j
+    # the dataset side, on a latents file whose action of row r is r (state of row 0: -7)
+    rows, n = 5 * K + 8, num_latent_frames(5 * K + 8, K)
+    chunks, mask = action_chunks(np.arange(rows, dtype=np.float32)[:, None].repeat(2, 1), n, K)
+    state = np.full((n, 2), -7.0, dtype=np.float32)
+    save_file({"latents": torch.zeros(n, 4, 2, 2), "actions": torch.from_numpy(chunks),
+               "action_mask": torch.from_numpy(mask), "proprio": torch.from_numpy(state)},
+              str(tmp_path / "ep.safetensors"), metadata={"instruction": "t"})
+    (tmp_path / "precompute.json").write_text(json.dumps({"observation_lead": lead, "instruction_encoder": "x"}))
+    InstructionStore(tmp_path / "instructions").put(["t"], torch.zeros(1, 2, 4), "x")
+
+    identity = Normalizer.from_arrays(np.array([[-1.0, -1.0], [1.0, 1.0]]), np.array([[-1.0, -1.0], [1.0, 1.0]]))
+    ds = LatentDataset(tmp_path, "episode", max_frames=64, n_init=0, normalizer=identity, committed_prefix=lead)
+    got = ds[0]["committed"][:, :, 0]  # identity statistics (mean 0, std 1)
+    assert got[0].tolist() == [-7.0] * lead
+    for j in range(1, len(seg.frames)):
+        assert got[j].tolist() == seg.committed[j], j
+    with pytest.raises(ValueError, match="observation lead"):
+        LatentDataset(tmp_path, "episode", normalizer=identity, committed_prefix=lead + 1)
+    # after a stall: the hold chunk (targets -1) runs while the segment's first model chunk is computed
+    robot.stall()
+    robot.resume()
+    robot.run(2 * K * substeps)
+    assert robot.seg.committed[0] == [-1.0] * lead
 
 
 def test_a_chunk_ready_before_its_deadline_starts_without_a_hold_tick() -> None:

@@ -216,6 +216,13 @@ def test_model_overrides_merge_into_the_preset() -> None:
     assert config.action.chunk_size == 4 and config.video.num_layers == 2
     with pytest.raises(SystemExit, match="invalid model overrides"):
         model_config(TrainConfig.load(None, ["model={memory: {n_recnt: 2}}"]))
+    # dotted keys reach into a section and keep its other entries (config/train_sim.yaml's model block)
+    sim = TrainConfig.load(str(Path(__file__).resolve().parents[1] / "config" / "train_sim.yaml"),
+                           ["model.action.committed_prefix=3"])
+    config = model_config(sim)
+    assert config.action.committed_prefix == 3 and config.action.hidden_dim == 64 and config.video.num_layers == 4
+    with pytest.raises(SystemExit, match="not a section"):
+        TrainConfig.load(None, ["steps=5", "steps.x=1"])
 
 
 def test_gap_in_a_real_bag_never_shifts_latent_frames(tmp_path: Path, tiny_checkpoint: Path) -> None:

@@ -95,6 +95,49 @@ def test_train_resume_export(latents: Path, tmp_path: Path) -> None:
     assert stats["action"]["count"] > 0  # the dataset's statistics, not the identity
 
 
+@pytest.mark.slow
+def test_committed_prefix_trains_exports_and_acts(latents: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """Issue 14 item 2, end to end: latents with observation lead 3, a model with a 3-command committed
+    prefix (dotted override), a few torchrun steps, export; the robot's Policy then needs the
+    committed commands, and a manifest whose lead contradicts the prefix is refused at load."""
+    import shutil
+
+    from memorywam_ros.model import CheckpointError
+    from memorywam_ros.runtime.policy import Policy
+
+    lead3 = tmp_path / "latents_l3"
+    result = precompute(latents.parent / "episodes", tiny_checkpoint, lead3, random_text_dim=32, text_len=16,
+                        progress=False, observation_lead=3)
+    assert len(result.written) == 2 and not result.failed
+    torchrun("--config", str(REPO / "config" / "train_tiny.yaml"), f"latents_dir={lead3}", "progress=false",
+             "steps=4", "mode=episode", "model.action.committed_prefix=3", f"out_dir={tmp_path / 'run'}",
+             "--export", str(tmp_path / "export"))
+    assert all(np.isfinite(r["action_loss"]) for r in losses(tmp_path / "run").values())
+    policy = Policy.from_pretrained(tmp_path / "export")
+    assert policy.committed_prefix == 3
+    policy.reset("stack the cubes")
+    policy.observe(np.zeros((1, 384, 320, 3), dtype=np.uint8), np.zeros(14))
+    with pytest.raises(ValueError, match="last 3 committed commands"):
+        policy.act()
+    a = policy.act(committed=np.zeros((3, 14)))
+    policy.reset("stack the cubes")
+    policy.observe(np.zeros((1, 384, 320, 3), dtype=np.uint8), np.zeros(14))
+    b = policy.act(committed=np.full((3, 14), 0.5))
+    assert a.shape == (16, 14) and np.abs(a - b).max() > 0  # same seed and frame: only the prefix differs
+    # the same checkpoint claiming lead 0: its model's prefix could never be filled on the robot
+    bad = tmp_path / "bad"
+    shutil.copytree(tmp_path / "export", bad)
+    manifest = json.loads((bad / "memorywam.json").read_text())
+    manifest.update(observation_lead=0, observation_substeps=[3, 7, 11, 15])
+    (bad / "memorywam.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="committed commands, which only exist with observation_lead 3"):
+        Policy.from_pretrained(bad)
+    # a lead-3 dataset cannot feed a model whose prefix is 2
+    with pytest.raises(AssertionError, match="observation lead"):
+        torchrun("--config", str(REPO / "config" / "train_tiny.yaml"), f"latents_dir={lead3}", "progress=false",
+                 "steps=1", "model.action.committed_prefix=2", f"out_dir={tmp_path / 'run2'}")
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_fsdp_model_matches_plain_model(tiny_checkpoint: Path, dtype: torch.dtype) -> None:
     """The FSDP2 units (video+action block pairs behind register_fsdp_forward_method, checkpointed

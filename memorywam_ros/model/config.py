@@ -62,6 +62,14 @@ class ActionDiTConfig:
     action_dim: int = 14
     proprio_dim: int = 14
     chunk_size: int = 16
+    # committed prefix (real-time execution, README "Timing"): the last `committed_prefix` commands of
+    # the running chunk, which the robot executes while the next chunk is computed, given as clean
+    # tokens at flow time 0 before the chunk (loss masked on them). 0: off; else = the observation lead.
+    committed_prefix: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.committed_prefix < self.chunk_size:
+            raise ValueError(f"committed_prefix {self.committed_prefix} must be in 0..chunk_size-1 ({self.chunk_size})")
 
 
 @dataclass

@@ -10,7 +10,14 @@ Two paths over the same weights:
 Their outputs agree to float tolerance (test/test_model_memory_parity.py).
 
 Shapes: B batch, N latent frames, L video tokens per frame (h*w), M gists, K actions per chunk,
-A action dims, D_v / D_a expert widths, H heads, hd head dim. Timesteps are sigma * 1000.
+P committed actions (`config.action.committed_prefix`, 0 = none), A action dims, D_v / D_a expert
+widths, H heads, hd head dim. Timesteps are sigma * 1000.
+
+Committed prefix (real-time execution with observation lead P, README "Timing"): while chunk j+1
+is computed the robot still executes the last P commands of chunk j. With P > 0 each action block
+is [c_0 .. c_{P-1} a_0 .. a_{K-1}]: the committed commands as clean tokens (timestep 0, RoPE
+k = -P..-1 right before the chunk), then the noisy chunk; the memory rules treat the block as one
+action chunk, and only a_* are predicted (the loss never sees c_*).
 """
 
 from __future__ import annotations
@@ -81,6 +88,7 @@ class MemoryWAM(nn.Module):
         cond_timestep: torch.Tensor | None = None,
         noisy_video: torch.Tensor | None = None,
         video_timestep: torch.Tensor | None = None,
+        committed: torch.Tensor | None = None,
     ) -> TrainingOutput:
         """Velocities for every action chunk (and every next frame) of a window of N latent frames.
 
@@ -89,11 +97,13 @@ class MemoryWAM(nn.Module):
         noisy_actions (B, N, K, A) with action_timestep (B, N); frame_ids (B, N) absolute
         frame indices in the episode (default 0..N-1); cond_timestep (B, N) augmentation level of
         the conditioning latents (default 0, as at inference); noisy_video (B, N-1, C, H, W) noisy
-        latents of frames 1..N-1 with video_timestep (B, N-1).
+        latents of frames 1..N-1 with video_timestep (B, N-1); committed (B, N, P, A) the clean
+        committed commands before each chunk (required iff P > 0).
         """
         b, n = latents.shape[:2]
         device = latents.device
         L, M, K = self.config.tokens_per_frame, self.rules.num_gists, self.config.action.chunk_size
+        P = self._check_committed(committed, (b, n))
         if frame_ids is None:
             frame_ids = torch.arange(n, device=device).expand(b, n)
         if cond_timestep is None:
@@ -117,13 +127,17 @@ class MemoryWAM(nn.Module):
         temb_video, mod_video = self.video.condition_embedder.time(torch.cat(t_video, dim=1))
         text_video = self.video.condition_embedder.text_embedder(text.to(x_video.dtype))
 
-        # action-expert tokens: [a_0 a_1 ...]
-        x_action = self.action.action_encoder(noisy_actions.to(self.action.action_encoder.weight.dtype)).flatten(1, 2)
-        rope_action = self.video.rope(action_positions(frame_ids, K)[:, None])
-        temb_action, mod_action = self.action.condition_embedder.time(action_timestep.repeat_interleave(K, dim=1))
+        # action-expert tokens: [c_0 a_0 c_1 a_1 ...] (c: the P committed commands, clean at timestep 0)
+        blocks = noisy_actions if not P else torch.cat((committed.to(noisy_actions.dtype), noisy_actions), dim=2)
+        x_action = self.action.action_encoder(blocks.to(self.action.action_encoder.weight.dtype)).flatten(1, 2)
+        rope_action = self.video.rope(action_positions(frame_ids, P + K, first=-P)[:, None])
+        t_action = action_timestep[..., None].expand(b, n, K)
+        if P:
+            t_action = torch.cat((torch.zeros(b, n, P, device=device, dtype=t_action.dtype), t_action), dim=2)
+        temb_action, mod_action = self.action.condition_embedder.time(t_action.flatten(1, 2))
         context_action = self.action.context(text.repeat_interleave(n, dim=0), proprio.flatten(0, 1))  # (B*N, T+1, D_a)
 
-        frame, kind, group = self.sequence_metadata(frame_ids, L, M, K, noisy_video is not None)
+        frame, kind, group = self.sequence_metadata(frame_ids, L, M, P + K, noisy_video is not None)
         attention = MemoryMaskedAttention(self.rules, frame, kind, group)
         for layer in range(self.config.video.num_layers):
             args = (
@@ -145,7 +159,7 @@ class MemoryWAM(nn.Module):
 
         # .clone(): the outputs are reshaped views; FSDP2 hooks its pre-backward onto the root's outputs and
         # warns about views (an in-place op on one would drop that hook). Copies of the small outputs are cheap.
-        action_velocity = self.action.head(x_action, temb_action).unflatten(1, (n, K)).clone()
+        action_velocity = self.action.head(x_action, temb_action).unflatten(1, (n, P + K))[:, :, P:].clone()
         video_velocity = None
         if noisy_video is not None:
             start = n * (L + M)
@@ -187,6 +201,19 @@ class MemoryWAM(nn.Module):
         # copy per layer, 2 MiB in bf16 at 64 frames
         return x_video, x_action.unflatten(0, (b, n)).flatten(1, 2).clone()
 
+    def _check_committed(self, committed: torch.Tensor | None, lead: tuple[int, ...]) -> int:
+        """P, after checking that `committed` is (*lead, P, A) exactly when the model has a prefix."""
+        P, A = self.config.action.committed_prefix, self.config.action.action_dim
+        if not P:
+            if committed is not None:
+                raise ValueError("this model has no committed prefix (committed_prefix 0): pass committed=None")
+            return 0
+        if committed is None or tuple(committed.shape) != (*lead, P, A):
+            got = None if committed is None else tuple(committed.shape)
+            raise ValueError(f"committed must be {(*lead, P, A)} (the last {P} commands of the running chunk), "
+                             f"got {got}")
+        return P
+
     def _frame_positions(self, frame_ids: torch.Tensor) -> torch.Tensor:
         """(B, N) -> (B, N*(L+M), 3): each frame's video tokens then its gists."""
         video = video_positions(frame_ids, *self.grid).unflatten(1, (frame_ids.shape[1], -1))
@@ -201,7 +228,8 @@ class MemoryWAM(nn.Module):
 
         Layout: [f_0 g_0 f_1 g_1 ...] (L + M per frame), then the noisy video of frames 1..N-1 (L
         each, belonging to the frame they are predicted from), then the action chunks a_0 a_1 ...
-        (K each). S = N(L + M) + (N - 1)L + NK with video, N(L + M + K) without. A static method so
+        (K each; K includes a committed prefix). S = N(L + M) + (N - 1)L + NK with video, N(L + M + K)
+        without. A static method so
         benchmarks can build the paper's layout without building the paper's model.
         """
         b, n = frame_ids.shape
@@ -234,7 +262,8 @@ class MemoryWAM(nn.Module):
             video.num_attention_heads,
             video.attention_head_dim,
             self.config.tokens_per_frame,
-            scratch_tokens=max(self.config.action.chunk_size, self.config.tokens_per_frame),
+            scratch_tokens=max(self.config.action.chunk_size + self.config.action.committed_prefix,
+                               self.config.tokens_per_frame),
             device=device or weight.device,
             dtype=dtype or weight.dtype,
         )
@@ -275,14 +304,22 @@ class MemoryWAM(nn.Module):
         noisy_actions: torch.Tensor,
         timestep: torch.Tensor,
         action_kv: list[tuple[torch.Tensor, torch.Tensor]],
+        committed: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Velocity of the noisy chunk (B, K, A) at timestep (B,), attending to the cache of its last frame."""
-        K = noisy_actions.shape[1]
-        x = self.action.action_encoder(noisy_actions.to(self.action.action_encoder.weight.dtype))
+        """Velocity of the noisy chunk (B, K, A) at timestep (B,), attending to the cache of its last frame;
+        committed (B, P, A): the clean committed commands before it (iff the model has a prefix)."""
+        b, K = noisy_actions.shape[:2]
+        P = self._check_committed(committed, (b,))
+        blocks = noisy_actions if not P else torch.cat((committed.to(noisy_actions.dtype), noisy_actions), dim=1)
+        x = self.action.action_encoder(blocks.to(self.action.action_encoder.weight.dtype))
         ids = torch.tensor([cache.last_frame], device=x.device)
-        cos, sin = self.video.rope(action_positions(ids, K))
-        temb, time_mod = self.action.condition_embedder.time(timestep[:, None])
-        return self.action.head(self._scratch_pass(self.action.blocks, cache, x, time_mod, cos, sin, action_kv), temb)
+        cos, sin = self.video.rope(action_positions(ids, P + K, first=-P))
+        t = timestep[:, None].expand(b, K)
+        if P:
+            t = torch.cat((torch.zeros(b, P, device=t.device, dtype=t.dtype), t), dim=1)
+        temb, time_mod = self.action.condition_embedder.time(t if P else timestep[:, None])
+        out = self.action.head(self._scratch_pass(self.action.blocks, cache, x, time_mod, cos, sin, action_kv), temb)
+        return out[:, P:]
 
     def video_velocity(
         self,
@@ -328,19 +365,22 @@ class MemoryWAM(nn.Module):
         generator: torch.Generator | None = None,
         noise: torch.Tensor | None = None,
         shift: float = 1.0,
+        committed: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Denoise an action chunk (B, K, A) (normalised units) for the frame last prefilled.
 
         shift: the sigma shift the action branch was trained with (the checkpoint's
-        SamplerSettings.action_shift; Policy passes it).
+        SamplerSettings.action_shift; Policy passes it). committed (B, P, A), normalised: the last P
+        commands of the running chunk (required iff the model has a committed prefix).
         """
+        self._check_committed(committed, (cache.batch,))
         action_kv = self.action_context(text, proprio)
         if noise is None:
             shape = (cache.batch, self.config.action.chunk_size, self.config.action.action_dim)
             noise = torch.randn(shape, generator=generator, device=cache.device, dtype=torch.float32)
 
         def velocity(x: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-            return self.action_velocity(cache, x, timestep.expand(x.shape[0]), action_kv).float()
+            return self.action_velocity(cache, x, timestep.expand(x.shape[0]), action_kv, committed).float()
 
         return euler_sample(velocity, noise, num_steps, shift=shift)
 

@@ -64,9 +64,10 @@ def gist_positions(frame_ids: torch.Tensor, num_gists: int) -> torch.Tensor:
     return pos.flatten(-3, -2)
 
 
-def action_positions(frame_ids: torch.Tensor, chunk_size: int) -> torch.Tensor:
-    """(..., F) -> (..., F * chunk, 3): action k of the chunk predicted at frame t sits at (t, ACTION_ROW, k)."""
+def action_positions(frame_ids: torch.Tensor, chunk_size: int, first: int = 0) -> torch.Tensor:
+    """(..., F) -> (..., F * chunk, 3): action k of the chunk predicted at frame t sits at (t, ACTION_ROW, k),
+    k = first .. first + chunk - 1 (a committed prefix of P actions: first = -P, right before the chunk)."""
     f = frame_ids.to(torch.float64)[..., None].expand(*frame_ids.shape, chunk_size)
-    k = torch.arange(chunk_size, dtype=torch.float64, device=frame_ids.device).expand_as(f)
+    k = torch.arange(first, first + chunk_size, dtype=torch.float64, device=frame_ids.device).expand_as(f)
     pos = torch.stack((f, torch.full_like(f, ACTION_ROW), k), dim=-1)
     return pos.flatten(-3, -2)

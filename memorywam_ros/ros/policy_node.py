@@ -73,6 +73,7 @@ class _Request:
     samples: list[_Sample]
     first: bool
     instruction: str | None  # reset the policy with this instruction before observing
+    committed: np.ndarray | None = None  # a committed-prefix model's input: the commands still to run
 
 
 SHUTDOWN_BUDGET_S = 5.0  # the shutdown after SIGINT/SIGTERM ends within this, whatever still runs
@@ -121,6 +122,7 @@ class PolicyNode(Node):
         self.command_dt = self.step_s / substeps
         self.safety = SafetyFilter(JointLimits.from_robot(self.robot), self.command_dt)
         self.lead = self._check_manifest(p)
+        self.committed_prefix = int(getattr(self.policy, "committed_prefix", 0))  # = lead when > 0 (checked)
         self.executor_grid = ChunkExecutor(self.chunk_size, substeps, self.lead)
         self.timeouts = {"camera": p["camera_timeout_s"], "joint": p["joint_timeout_s"]}
 
@@ -240,6 +242,10 @@ class PolicyNode(Node):
             "action_dim": self.robot.num_joints,
             "chunk_size": self.chunk_size,
         })
+        prefix = int(getattr(self.policy, "committed_prefix", 0))
+        if prefix and prefix != lead:
+            problems.append(f"its model takes the last {prefix} committed commands of the running chunk, which "
+                            f"only exist with observation_lead {prefix} (not {lead})")
         if problems:
             where = getattr(self.policy, "directory", None) or p["model_path"]
             raise ValueError(
@@ -355,7 +361,11 @@ class PolicyNode(Node):
             self._samples.extend([sample] * tick.sample)
             if tick.submit:
                 instr, self._pending_instruction = self._pending_instruction, None
-                req = _Request(self._generation, self._samples, tick.first, instr)
+                committed = None
+                if self.committed_prefix:  # the commands that run while this frame's chunk is computed
+                    committed = (tick.committed if tick.committed is not None
+                                 else np.tile(self._hold_target(), (self.committed_prefix, 1)))
+                req = _Request(self._generation, self._samples, tick.first, instr, committed)
                 self._samples = [sample] * tick.carry  # rows before the first repeat it
                 self._worker.submit(Job(self._generation, req))
             self._publish_command(tick.target if tick.target is not None else self._hold_target())
@@ -422,7 +432,7 @@ class PolicyNode(Node):
             if req.instruction is not None:
                 self.policy.reset(req.instruction)
             self.policy.observe(mosaics, req.samples[-1].joints)
-            chunk = self.policy.act()
+            chunk = self.policy.act() if req.committed is None else self.policy.act(committed=req.committed)
             self.cache_bytes = int(self.policy.cache_bytes)
             self.last_latency = dict(getattr(self.policy, "last_latency", {}) or {})
         t2 = time.perf_counter()

@@ -254,6 +254,10 @@ def _check_fit(
                                 f"schedule of observation_lead {manifest_lead(manifest)}: {schedule}")
         except ValueError as err:
             problems.append(f"manifest {err}")
+        prefix = config.action.committed_prefix
+        if prefix and prefix != manifest_lead(manifest):
+            problems.append(f"model takes {prefix} committed commands, which only exist with observation_lead "
+                            f"{prefix}; the manifest's is {manifest_lead(manifest)}")
     if manifest.get("memory") != dict(config.memory.__dict__):
         problems.append(f"manifest memory settings {manifest.get('memory')} != model {config.memory}")
     eid = manifest.get("instruction_encoder")

@@ -61,6 +61,9 @@ class Tick:
     chunk_started: bool = False
     hold_ticks: int | None = None  # ticks this chunk was held past its due tick (None: no deadline)
     gap: float | None = None  # seconds from the tick this chunk was due to its first command
+    # with submit and lead ℓ > 0: the last ℓ targets of the chunk executing (they run while the next is
+    # computed: a model with a committed prefix is given them); None when no chunk runs (episode start)
+    committed: np.ndarray | None = None
 
 
 def check_lead(lead: int, chunk_size: int = 16) -> int:
@@ -180,6 +183,8 @@ class ChunkExecutor:
         out.sample = self._frame_rows.count(row)
         if out.sample and self._frame_rows[-1] == row:
             out.submit, out.first = True, self._frame == 0
+            if self.lead and self._chunk is not None:
+                out.committed = self._chunk[self.chunk_size - self.lead :].copy()
             self._frame += 1
             self._frame_rows = frame_rows(self._frame, self.chunk_size, self.lead)
             out.carry = self._frame_rows.count(row)

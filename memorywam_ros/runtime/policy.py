@@ -149,11 +149,29 @@ class Policy:
         self.last_latency["vae"] = encoded - start
         self.last_latency["prefill"] = time.perf_counter() - encoded
 
+    @property
+    def committed_prefix(self) -> int:
+        """P: how many committed commands `act` needs (0: none; else the checkpoint's observation lead)."""
+        return int(self.model.config.action.committed_prefix)
+
     @torch.no_grad()
-    def act(self) -> np.ndarray:
-        """Denoise the next chunk -> float64 (chunk_size, action_dim) absolute joint targets."""
+    def act(self, committed: np.ndarray | None = None) -> np.ndarray:
+        """Denoise the next chunk -> float64 (chunk_size, action_dim) absolute joint targets.
+
+        committed (P, action_dim) absolute joint targets: the last P commands of the chunk the robot
+        is executing (required iff `committed_prefix` P > 0; the hold pose at an episode start)."""
         if self._proprio is None:
             raise RuntimeError("Policy.act() before observe(): the chunk needs an observation")
+        prefix = None
+        if self.committed_prefix:
+            c = None if committed is None else np.asarray(committed, dtype=np.float64)
+            if c is None or c.shape != (self.committed_prefix, self.action_dim) or not np.isfinite(c).all():
+                raise ValueError(f"act() needs the last {self.committed_prefix} committed commands as finite "
+                                 f"({self.committed_prefix}, {self.action_dim}) joint targets, got "
+                                 f"{None if c is None else c.shape}")
+            prefix = torch.as_tensor(self.normalizer.normalize_action(c), dtype=torch.float32)[None].to(self.device)
+        elif committed is not None:
+            raise ValueError("this checkpoint has no committed prefix: act() takes no committed commands")
         start = time.perf_counter()
         chunk = self.model.sample_actions(
             self._cache,
@@ -162,6 +180,7 @@ class Policy:
             self.num_steps,
             generator=self._generator,
             shift=self.sampler.action_shift,
+            committed=prefix,
         )
         self._sync()
         self.last_latency["denoise"] = time.perf_counter() - start
