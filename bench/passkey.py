@@ -92,11 +92,11 @@ PRESETS = {
 }
 
 
-def probe_config(policy: str) -> MemoryWAMConfig:
+def probe_config(policy: str, layers: int = NUM_LAYERS) -> MemoryWAMConfig:
     """The real MemoryWAM at a tiny size (~0.1 M parameters); 12 video tokens + 1 gist per frame."""
     return MemoryWAMConfig(
         video=VideoDiTConfig(num_attention_heads=2, attention_head_dim=16, in_channels=CHANNELS,
-                             out_channels=CHANNELS, text_dim=32, freq_dim=32, ffn_dim=128, num_layers=NUM_LAYERS),
+                             out_channels=CHANNELS, text_dim=32, freq_dim=32, ffn_dim=128, num_layers=layers),
         action=ActionDiTConfig(hidden_dim=32, ffn_dim=128, action_dim=ACTION_DIM, proprio_dim=ACTION_DIM,
                                chunk_size=CHUNK),
         memory=MemoryConfig(policy=policy, **MEMORY),
@@ -182,8 +182,9 @@ def instruction_text() -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------ train / eval
-def train_cell(policy: str, delay: int, steps: int, batch: int, seed: int = 0) -> tuple[MemoryWAM, dict]:
-    config = probe_config(policy)
+def train_cell(policy: str, delay: int, steps: int, batch: int, seed: int = 0,
+               layers: int = NUM_LAYERS) -> tuple[MemoryWAM, dict]:
+    config = probe_config(policy, layers)
     data = PasskeyEpisodes(delay, instruction_text(), count=max(1, steps * batch), seed0=seed * 100_000)
     return train_model(config, data, steps, batch, seed, cond_noise=COND_NOISE, loss_video_weight=0.0)
 
@@ -363,7 +364,7 @@ def load_previous(stem: Path, knobs: dict) -> dict:
 def run(knobs: dict, policies: Sequence[str], stem: Path, command: str, preset: str) -> dict:
     """Train and evaluate every (policy, D) cell missing from stem.json, writing the report after each."""
     cells = load_previous(stem, knobs)
-    config = probe_config(policies[0])
+    config = probe_config(policies[0], knobs.get("layers", NUM_LAYERS))
     result = {"preset": preset, "command": command, "knobs": knobs, "memory": MEMORY, "num_classes": NUM_CLASSES,
               "tokens_per_frame": config.tokens_per_frame, "chunk_size": CHUNK, "window_reach": window_reach(config),
               "machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
@@ -376,7 +377,8 @@ def run(knobs: dict, policies: Sequence[str], stem: Path, command: str, preset: 
             if key in cells:
                 print(f"  {key:14s} done earlier, skipped", flush=True)
                 continue
-            model, info = train_cell(policy, delay, knobs["steps"], knobs["batch"], knobs.get("seed", 0))
+            model, info = train_cell(policy, delay, knobs["steps"], knobs["batch"], knobs.get("seed", 0),
+                                     knobs.get("layers", NUM_LAYERS))
             r = evaluate(model, delay, knobs["episodes"])
             cells[key] = {"policy": policy, "delay": delay, **r, "train": info}
             print(f"  {key:14s} accuracy {r['accuracy']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] neutral "
@@ -395,13 +397,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--delays", nargs="+", type=int, help="override the preset's delays")
     p.add_argument("--steps", type=int, help="override the preset's training steps per cell")
     p.add_argument("--episodes", type=int, help="override the preset's evaluation episodes per cell")
+    p.add_argument("--layers", type=int, help=f"override the depth (default {NUM_LAYERS})")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared box)")
     p.add_argument("--out", default=None, help="output stem (default bench/results/passkey_<preset>)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     preset = "quick" if args.quick else "full"
     knobs = dict(PRESETS[preset], seed=0, action_dim=ACTION_DIM, cond_noise=COND_NOISE, layers=NUM_LAYERS)
-    for key in ("delays", "steps", "episodes"):
+    for key in ("delays", "steps", "episodes", "layers"):
         if getattr(args, key) is not None:
             knobs[key] = getattr(args, key)
     stem = Path(args.out) if args.out else RESULTS / f"passkey_{preset}"

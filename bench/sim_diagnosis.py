@@ -32,7 +32,10 @@ waits while it computes, with the checkpoint's observation schedule (latent fram
 `frame_rows(j, 16, lead)`, chunk j executed on rows 16j..16j+15 at 10 Hz, zero-order hold): no
 latency, no hold, no ROS. What it reaches is the model's own closed-loop quality; the gap to the
 ROS closed loop is what real time costs. Counts the chunks whose first target is farther from the
-measured joints than the robot file's max_start_distance (the node would refuse them).
+measured joints than the robot file's max_start_distance (the node would refuse them), and the
+boundary step |first target of chunk j+1 - last of chunk j| (max over joints) against the steps
+inside chunks. A committed-prefix model is given the running chunk's last ℓ targets (the hold pose
+before the first chunk), as the node does; in `open-loop` the demonstration's.
 
 `failures`: the closed-loop breakdown of a `bench/realtime.py closed-loop` / `memorywam-demo
 --results` JSON: the highest reward stage per episode (sim/stages.py: never touched the cube,
@@ -174,7 +177,9 @@ def open_loop(args: argparse.Namespace) -> dict:
                 mosaics = np.stack([compose_mosaic(ep.images[r]["top"], ep.images[r]["left_wrist"],
                                                    ep.images[r]["right_wrist"], h, w) for r in frame_rows(j, k, lead)])
                 policy.observe(mosaics, ep.qpos[obs_row(j, k, lead)])
-                chunk = policy.act()
+                p = policy.committed_prefix  # teacher forcing: the demonstration's commands still running
+                committed = (ep.targets[k * j - p : k * j] if j else np.tile(ep.qpos[0], (p, 1))) if p else None
+                chunk = policy.act(committed=committed)
                 rows = np.arange(k * j, min(k * (j + 1), n_rows))
                 if not rows.size:
                     continue
@@ -238,6 +243,7 @@ def ideal(args: argparse.Namespace) -> dict:
             seen: dict[int, tuple[np.ndarray, np.ndarray]] = {}
             far = 0
             chunk = None
+            boundary, inside = [], []
             for r in range(rows_max):
                 if r in need:  # the observation of row r: after r commands
                     im = sim.render()
@@ -245,25 +251,39 @@ def ideal(args: argparse.Namespace) -> dict:
                 if r % k == 0:
                     j = r // k
                     policy.observe(np.stack([seen[q][0] for q in frame_rows(j, k, lead)]), seen[obs_row(j, k, lead)][1])
-                    chunk = policy.act()
+                    p = policy.committed_prefix  # the running chunk's last p commands (the hold pose at the start)
+                    committed = (chunk[-p:] if chunk is not None else np.tile(sim.qpos, (p, 1))) if p else None
+                    previous, chunk = chunk, policy.act(committed=committed)
                     far += int(np.any(np.abs(chunk[0] - sim.qpos) > max_start))
+                    if previous is not None:
+                        boundary.append(float(np.abs(chunk[0] - previous[-1]).max()))
+                    inside += np.abs(np.diff(chunk, axis=0)).max(axis=1).tolist()
                 assert chunk is not None
                 sim.step(sim.clip_targets(chunk[r % k]), 0.1, render=False)
                 if sim.success:
                     break
             episodes.append({"seed": seed, "success": sim.success, "max_reward": sim.max_reward,
                              "stage": REWARD_STAGES["transfer_cube"][min(sim.max_reward, MAX_REWARD)],
-                             "chunks": r // k + 1, "chunks_over_start_distance": far})
+                             "chunks": r // k + 1, "chunks_over_start_distance": far,
+                             "boundary_steps": boundary, "in_chunk_steps": inside})
             print(f"seed {seed}: {episodes[-1]['stage']}, {far} chunk(s) the node would refuse", flush=True)
     n = len(episodes)
     succ = sum(e["success"] for e in episodes)
     stages = {name: sum(min(e["max_reward"], MAX_REWARD) == i for e in episodes)
               for i, name in enumerate(REWARD_STAGES["transfer_cube"])}
     lo, hi = wilson(succ, n)
-    print(f"ideal-timing closed loop, ℓ = {lead}: {succ}/{n} success (95 % Wilson [{lo:.0%}, {hi:.0%}]); "
-          f"stages {stages}")
+    steps = {name: {"p50": float(np.percentile(v, 50)), "p99": float(np.percentile(v, 99))} if v else {}
+             for name, v in (("boundary", [x for e in episodes for x in e["boundary_steps"]]),
+                             ("in_chunk", [x for e in episodes for x in e["in_chunk_steps"]]))}
+    for e in episodes:
+        del e["boundary_steps"], e["in_chunk_steps"]
+    print(f"ideal-timing closed loop, ℓ = {lead}, committed prefix {policy.committed_prefix}: {succ}/{n} success "
+          f"(95 % Wilson [{lo:.0%}, {hi:.0%}]); stages {stages}; boundary step p50/p99 "
+          f"{steps['boundary'].get('p50', float('nan')):.3f}/{steps['boundary'].get('p99', float('nan')):.3f} rad, "
+          f"in-chunk {steps['in_chunk'].get('p50', float('nan')):.3f}/{steps['in_chunk'].get('p99', float('nan')):.3f}")
     return {"mode": "ideal", "model": _rel(args.model), "observation_lead": lead, "head_fovy_deg": args.fovy,
-            "episodes": n, "successes": succ, "wilson95": [lo, hi], "stages": stages, "per_episode": episodes}
+            "committed_prefix": policy.committed_prefix, "episodes": n, "successes": succ, "wilson95": [lo, hi],
+            "stages": stages, "step_rad": steps, "per_episode": episodes}
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
