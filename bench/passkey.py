@@ -78,6 +78,7 @@ MEMORY = {"n_init": 1, "n_recent": 2, "num_gists": 1}
 CHANNELS, LATENT_HW, CHUNK, ACTION_DIM = 48, (6, 8), 4, 2
 NUM_LAYERS = 2
 NUM_CLASSES = 4
+CUES = ("spatial", "uniform")
 TARGETS = np.linspace(-1.5, 1.5, NUM_CLASSES)  # joint 0 of the query chunk, per class (normalised units)
 CLASS_JOINT = 0
 AMP = 1.5  # cue / query pattern amplitude against N(0, 1) distractors
@@ -112,11 +113,18 @@ def window_reach(config: MemoryWAMConfig) -> int:
 
 
 # ------------------------------------------------------------------------------------ episodes
-def patterns() -> tuple[torch.Tensor, torch.Tensor]:
-    """(cue patterns (K, C, h, w), query marker (C, h, w)): fixed random +-AMP signs over the whole latent."""
+def patterns(cue: str = "spatial") -> tuple[torch.Tensor, torch.Tensor]:
+    """(cue patterns (K, C, h, w), query marker (C, h, w)): fixed random +-AMP signs over the whole latent.
+
+    cue "spatial": a sign per channel *and position* (a texture: which token holds which sign is the
+    class); "uniform": a sign per channel, the same at every position (a colour filling the view).
+    The query marker is always spatial (it is read through the window, never from a gist)."""
+    if cue not in CUES:
+        raise ValueError(f"cue must be one of {CUES}, not {cue!r}")
     gen = torch.Generator().manual_seed(PATTERN_SEED)
     signs = torch.randint(0, 2, (NUM_CLASSES + 1, CHANNELS, *LATENT_HW), generator=gen).float() * 2 - 1
-    return AMP * signs[:NUM_CLASSES], AMP * signs[NUM_CLASSES]
+    cues = signs[:NUM_CLASSES] if cue == "spatial" else signs[:NUM_CLASSES, :, :1, :1].expand_as(signs[:NUM_CLASSES])
+    return AMP * cues, AMP * signs[NUM_CLASSES]
 
 
 @dataclass
@@ -131,14 +139,14 @@ class Episode:
         return self.latents.shape[0]
 
 
-def make_episode(seed: int, delay: int, n_init: int = MEMORY["n_init"]) -> Episode:
+def make_episode(seed: int, delay: int, n_init: int = MEMORY["n_init"], cue: str = "spatial") -> Episode:
     """One passkey episode: cue of a random class at c >= n_init, query at c + delay, the last frame."""
     gen = torch.Generator().manual_seed(seed)
     label = int(torch.randint(0, NUM_CLASSES, (1,), generator=gen))
     cue_frame = n_init + int(torch.randint(0, JITTER, (1,), generator=gen))
     last = cue_frame + delay
     latents = torch.randn((last + 1, CHANNELS, *LATENT_HW), generator=gen)
-    cues, query = patterns()
+    cues, query = patterns(cue)
     latents[cue_frame] += cues[label]
     latents[last] += query
     actions = torch.zeros(last + 1, CHUNK, ACTION_DIM)
@@ -158,10 +166,10 @@ def training_sample(ep: Episode, text: torch.Tensor, index: int) -> dict:
 class PasskeyEpisodes(Sequence):
     """Training episodes generated on demand from seeds [seed0, seed0 + count): no latent is stored."""
 
-    def __init__(self, delay: int, text: torch.Tensor, count: int, seed0: int = 0):
+    def __init__(self, delay: int, text: torch.Tensor, count: int, seed0: int = 0, cue: str = "spatial"):
         if seed0 + count > EVAL_SEED0:
             raise ValueError(f"training seeds [{seed0}, {seed0 + count}) overlap the evaluation seeds >= {EVAL_SEED0}")
-        self.delay, self.text, self.count, self.seed0 = delay, text, count, seed0
+        self.delay, self.text, self.count, self.seed0, self.cue = delay, text, count, seed0, cue
 
     def __len__(self) -> int:
         return self.count
@@ -169,7 +177,7 @@ class PasskeyEpisodes(Sequence):
     def __getitem__(self, i: int) -> dict:
         if not 0 <= i < self.count:
             raise IndexError(i)
-        return training_sample(make_episode(self.seed0 + i, self.delay), self.text, i)
+        return training_sample(make_episode(self.seed0 + i, self.delay, cue=self.cue), self.text, i)
 
 
 def decode_class(chunk: torch.Tensor) -> int:
@@ -183,14 +191,14 @@ def instruction_text() -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------ train / eval
 def train_cell(policy: str, delay: int, steps: int, batch: int, seed: int = 0,
-               layers: int = NUM_LAYERS) -> tuple[MemoryWAM, dict]:
+               layers: int = NUM_LAYERS, cue: str = "spatial") -> tuple[MemoryWAM, dict]:
     config = probe_config(policy, layers)
-    data = PasskeyEpisodes(delay, instruction_text(), count=max(1, steps * batch), seed0=seed * 100_000)
+    data = PasskeyEpisodes(delay, instruction_text(), count=max(1, steps * batch), seed0=seed * 100_000, cue=cue)
     return train_model(config, data, steps, batch, seed, cond_noise=COND_NOISE, loss_video_weight=0.0)
 
 
 @torch.no_grad()
-def evaluate(model: MemoryWAM, delay: int, episodes: int, num_steps: int = 10) -> dict:
+def evaluate(model: MemoryWAM, delay: int, episodes: int, num_steps: int = 10, cue: str = "spatial") -> dict:
     """Prefill every frame into a fresh cache, denoise the chunk before the query and the query's, as on the robot."""
     rules, L = model.rules, model.config.tokens_per_frame
     text = model.text_context(instruction_text()[None])
@@ -201,7 +209,7 @@ def evaluate(model: MemoryWAM, delay: int, episodes: int, num_steps: int = 10) -
     gist_feats: dict[str, list[torch.Tensor]] = {"cue": [], "distractor": []}
     labels = []
     for j in range(episodes):
-        ep = make_episode(EVAL_SEED0 + j, delay)
+        ep = make_episode(EVAL_SEED0 + j, delay, cue=cue)
         cache = model.new_cache(batch=1)
         gist_start = _record_gist_slots(cache)
         for t in range(ep.num_frames):
@@ -378,8 +386,8 @@ def run(knobs: dict, policies: Sequence[str], stem: Path, command: str, preset: 
                 print(f"  {key:14s} done earlier, skipped", flush=True)
                 continue
             model, info = train_cell(policy, delay, knobs["steps"], knobs["batch"], knobs.get("seed", 0),
-                                     knobs.get("layers", NUM_LAYERS))
-            r = evaluate(model, delay, knobs["episodes"])
+                                     knobs.get("layers", NUM_LAYERS), knobs.get("cue", "spatial"))
+            r = evaluate(model, delay, knobs["episodes"], cue=knobs.get("cue", "spatial"))
             cells[key] = {"policy": policy, "delay": delay, **r, "train": info}
             print(f"  {key:14s} accuracy {r['accuracy']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] neutral "
                   f"{r['neutral_before_query']:.2f} | cache {r['cache_tokens']} tok {r['cache_bytes'] / 1024:.1f} KiB"
@@ -398,13 +406,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, help="override the preset's training steps per cell")
     p.add_argument("--episodes", type=int, help="override the preset's evaluation episodes per cell")
     p.add_argument("--layers", type=int, help=f"override the depth (default {NUM_LAYERS})")
+    p.add_argument("--cue", choices=CUES, help="cue pattern (default spatial; see patterns())")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared box)")
     p.add_argument("--out", default=None, help="output stem (default bench/results/passkey_<preset>)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     preset = "quick" if args.quick else "full"
     knobs = dict(PRESETS[preset], seed=0, action_dim=ACTION_DIM, cond_noise=COND_NOISE, layers=NUM_LAYERS)
-    for key in ("delays", "steps", "episodes", "layers"):
+    for key in ("delays", "steps", "episodes", "layers", "cue"):
         if getattr(args, key) is not None:
             knobs[key] = getattr(args, key)
     stem = Path(args.out) if args.out else RESULTS / f"passkey_{preset}"

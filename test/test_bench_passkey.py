@@ -22,27 +22,42 @@ from memorywam_ros.model import MemoryRules
 from memorywam_train.dataset import collate
 
 
-def matched_filter(ep: pk.Episode) -> tuple[torch.Tensor, torch.Tensor]:
+def matched_filter(ep: pk.Episode, cue: str = "spatial") -> tuple[torch.Tensor, torch.Tensor]:
     """Per frame: correlation with each cue pattern (T, K) and with the query marker (T,), ~AMP² where present."""
-    cues, query = pk.patterns()
+    cues, query = pk.patterns(cue)
     flat = ep.latents.flatten(1)
     return flat @ cues.flatten(1).T / cues[0].numel(), flat @ query.flatten() / query.numel()
 
 
+@pytest.mark.parametrize("cue", pk.CUES)
 @pytest.mark.parametrize("delay", [8, 32])
-def test_cue_at_frame_c_after_the_anchors_and_query_at_the_last_frame(delay):
+def test_cue_at_frame_c_after_the_anchors_and_query_at_the_last_frame(delay, cue):
     strong = pk.AMP**2 / 2
     for seed in range(16):
-        ep = pk.make_episode(seed, delay)
+        ep = pk.make_episode(seed, delay, cue=cue)
         last = ep.num_frames - 1
         assert pk.MEMORY["n_init"] <= ep.cue_frame < pk.MEMORY["n_init"] + pk.JITTER
         assert last - ep.cue_frame == delay  # D = last frame - c
-        cue_score, query_score = matched_filter(ep)
+        cue_score, query_score = matched_filter(ep, cue)
         assert (cue_score > strong).nonzero().tolist() == [[ep.cue_frame, ep.label]]
         assert (query_score > strong).nonzero().flatten().tolist() == [last]
         # distractors are unit noise everywhere else
         others = [t for t in range(ep.num_frames) if t not in (ep.cue_frame, last)]
         assert abs(float(ep.latents[others].std()) - 1.0) < 0.05
+
+
+def test_uniform_cue_is_one_colour_per_class_spatial_cue_a_texture():
+    uniform, query_u = pk.patterns("uniform")
+    spatial, query_s = pk.patterns("spatial")
+    assert torch.equal(query_u, query_s)  # the query marker does not change with the cue
+    flat_u = uniform.flatten(2)  # (K, C, h*w)
+    assert torch.equal(flat_u, flat_u[..., :1].expand_as(flat_u))  # the same sign at every position
+    assert not torch.equal(spatial.flatten(2), spatial.flatten(2)[..., :1].expand_as(spatial.flatten(2)))
+    per_class = flat_u[..., 0]
+    assert len({tuple(c.tolist()) for c in per_class}) == pk.NUM_CLASSES  # every class its own colour
+    assert float(per_class.abs().min()) == pk.AMP
+    with pytest.raises(ValueError, match="cue must be one of"):
+        pk.patterns("stripes")
 
 
 def test_class_label_only_on_the_last_chunk():
