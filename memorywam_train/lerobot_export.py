@@ -447,6 +447,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     from rich.console import Console
 
+    from .lerobot_import import one_line
+
     console = Console(stderr=True)
     files = episode_files(args.episodes)
     try:
@@ -461,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             video_file_mb=args.video_file_mb,
         )
     except (LeRobotExportError, EpisodeError, OSError, ValueError) as exc:
-        console.print(f"[red]{exc}[/red] (nothing written)")
+        console.print(f"[red]{one_line(exc)}[/red] (nothing written)", soft_wrap=True)
         return 1
     console.print(
         f"{args.out}: LeRobot {V30}, {info['total_episodes']} episodes ({len(files)} files), "

@@ -372,6 +372,7 @@ def import_dataset(
     assert report.plan is not None
     staging = out_dir / f".{stem}import.partial"
     shutil.rmtree(staging, ignore_errors=True)
+    created = not out_dir.exists()  # a failed import leaves no empty --out folder behind either
     written: list[tuple[int, str]] = []
     try:
         for e in eps:
@@ -398,6 +399,8 @@ def import_dataset(
             os.replace(staging / name, out_dir / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()
     return report
 
 
@@ -414,6 +417,13 @@ def _count(total: BagPlan, plan: _Plan, m: LeRobotMapping) -> None:
     if plan.short:
         total.notes.append(f"episode {plan.ep.index}: {plan.short} piece(s) shorter than min_episode_rows="
                            f"{m.min_episode_rows} dropped ({plan.short_rows} rows)")
+
+
+def one_line(exc: BaseException) -> str:
+    """An error as one line of rich-markup-safe text (library messages may hold newlines)."""
+    from rich.markup import escape
+
+    return escape(" ".join(str(exc).split()))
 
 
 def _episode_list(text: str) -> list[int]:
@@ -443,6 +453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     from rich.console import Console
+    from rich.markup import escape
 
     console = Console(stderr=True)
     try:
@@ -459,12 +470,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             prefix=args.prefix,
         )
     except ConfigError as exc:
-        console.print(f"[red]mapping error:[/red] {exc}")
+        console.print(f"[red]mapping error:[/red] {one_line(exc)}", soft_wrap=True)
         return 2
     except (LeRobotImportError, LeRobotFormatError, EpisodeError, OSError) as exc:
-        console.print(f"[red]{args.dataset}: {exc}[/red] (nothing written)")
+        console.print(f"[red]{escape(str(args.dataset))}: {one_line(exc)}[/red] (nothing written)", soft_wrap=True)
         return 1
-    from rich.markup import escape
 
     for note in report.plan.notes if report.plan else []:
         console.print(f"[yellow]{escape(str(args.dataset))}:[/yellow] {escape(note)}", soft_wrap=True)

@@ -124,8 +124,10 @@ def _truncate(path: Path, keep: float) -> None:
         ("state too narrow", "is 12 wide"),
         ("rows narrower than info.json", "info.json says width 14"),
         ("damaged parquet", "damaged parquet"),
+        ("damaged parquet pages", "episode_000001.parquet: damaged parquet"),
         ("truncated mp4", "damaged video"),
         ("video shorter than its episode", "no frame at"),
+        ("video missing a frame", "no frame at 0.2000 s"),
         ("no instruction anywhere", "no task text"),
     ],
 )
@@ -135,7 +137,9 @@ def test_bad_input_is_one_error_and_writes_nothing(
     spec = Spec(fps=30, lengths=(31, 16), state_width=12 if damage == "state too narrow" else 14)
     # v2.1 where the damage is in one episode's own file: episode 0 is fine and converts first,
     # so these also check that a late failure leaves nothing behind
-    per_episode = damage in ("video shorter than its episode", "damaged parquet")
+    per_episode = damage in (
+        "video shorter than its episode", "video missing a frame", "damaged parquet", "damaged parquet pages"
+    )
     root = (write_v21 if per_episode else write_v30)(tmp_path / "ds", spec)
     args = [str(root), "--out", str(tmp_path / "out"), "--min-episode-rows", "1"]
     videos = sorted(root.glob("videos/**/*.mp4"))
@@ -163,6 +167,11 @@ def test_bad_input_is_one_error_and_writes_nothing(
         args += ["--mapping", _bad_mapping(tmp_path)]
     elif damage == "damaged parquet":
         _truncate(root / "data/chunk-000/episode_000001.parquet", 0.5)
+    elif damage == "damaged parquet pages":  # footer intact (the schema reads), data pages garbled
+        path = root / "data/chunk-000/episode_000001.parquet"
+        data = bytearray(path.read_bytes())
+        data[8 : len(data) // 2] = bytes(b ^ 0x5A for b in data[8 : len(data) // 2])
+        path.write_bytes(bytes(data))
     elif damage == "truncated mp4":
         _truncate(root / "videos/observation.images.cam_left_wrist/chunk-000/file-000.mp4", 0.6)
     elif damage == "video shorter than its episode":  # episode 1's video cut to its first 9 frames
@@ -171,6 +180,13 @@ def test_bad_input_is_one_error_and_writes_nothing(
         write_v21(tmp_path / "short", short)
         shutil.copy(
             tmp_path / f"short/videos/chunk-000/{key}/episode_000001.mp4",
+            root / f"videos/chunk-000/{key}/episode_000001.mp4",
+        )
+    elif damage == "video missing a frame":  # episode 1's frame 6 (0.2 s) not in its video, its row still there
+        key = "observation.images.cam_high"
+        write_v21(tmp_path / "holey", Spec(fps=30, lengths=(31, 16), drop_frames={1: [6]}))
+        shutil.copy(
+            tmp_path / f"holey/videos/chunk-000/{key}/episode_000001.mp4",
             root / f"videos/chunk-000/{key}/episode_000001.mp4",
         )
     elif damage == "no instruction anywhere":
@@ -185,9 +201,11 @@ def test_bad_input_is_one_error_and_writes_nothing(
         pq.write_table(tasks.slice(0, 0), root / "meta/tasks.parquet")
         assert info["total_tasks"] == 2
     assert import_main(args) == 1
-    err = " ".join(capsys.readouterr().err.split())
+    raw = capsys.readouterr().err
+    assert len(raw.strip().splitlines()) == 1, raw  # one line, also when stderr is not a terminal
+    err = " ".join(raw.split())
     assert message in err and "nothing written" in err, err
-    assert _nothing_written(tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # not even an empty folder
 
 
 def test_mapping_validation_and_shipped_mappings() -> None:
@@ -205,6 +223,68 @@ def test_mapping_validation_and_shipped_mappings() -> None:
         mapping_from_dict({"cameras": {"head": "a", "left_wrist": "b"}})
 
 
+def test_mapping_picks_columns_by_name_and_by_index(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # a dataset storing the right arm first: the ALOHA mapping picks by name, so our state still
+    # starts with the left arm; an `indices` mapping picks by position
+    from lerobot_helpers import ALOHA_MOTORS
+
+    root = write_v30(tmp_path / "ds", Spec(fps=30, lengths=(7,), cams=ALOHA_CAMS[:3], tasks=("t",)))
+    info = json.loads((root / "meta/info.json").read_text())
+    stored = ALOHA_MOTORS[7:] + ALOHA_MOTORS[:7]  # column j of the parquet holds joint stored[j]
+    for key in ("observation.state", "action"):
+        info["features"][key]["names"] = {"motors": stored}
+    (root / "meta/info.json").write_text(json.dumps(info))
+    raw = state_of(0, np.arange(0, 7, 3))  # the parquet rows of the grid points (frames 0, 3, 6)
+
+    assert import_main([str(root), "--out", str(tmp_path / "by_name"), "--min-episode-rows", "1"]) == 0
+    ep = read_episode(tmp_path / "by_name/ds_ep000000.hdf5")
+    cols = [stored.index(n) for n in ALOHA_MOTORS]  # [7..13, 0..6]
+    np.testing.assert_array_equal(ep.state, raw[:, cols])
+    np.testing.assert_array_equal(ep.action, raw[:, cols] + np.float32(0.5))
+
+    rev = list(range(13, -1, -1))
+    mapping = _bad_mapping(tmp_path, state={"key": "observation.state", "indices": rev},
+                           action={"key": "action", "indices": rev})
+    args = [str(root), "--out", str(tmp_path / "by_index"), "--min-episode-rows", "1", "--mapping", mapping]
+    assert import_main(args) == 0
+    ep = read_episode(tmp_path / "by_index/ds_ep000000.hdf5")
+    np.testing.assert_array_equal(ep.state, raw[:, rev])
+    np.testing.assert_array_equal(ep.action, raw[:, rev] + np.float32(0.5))
+
+    # a name the dataset does not have: one error, nothing written
+    info["features"]["observation.state"]["names"] = {"motors": [n.replace("left_waist", "l_waist") for n in stored]}
+    (root / "meta/info.json").write_text(json.dumps(info))
+    capsys.readouterr()
+    assert import_main([str(root), "--out", str(tmp_path / "bad"), "--min-episode-rows", "1"]) == 1
+    assert "has no element 'left_waist'" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def _check_features(root: Path) -> None:
+    """info.json's features describe what the files hold: LeRobot's loader and policies size
+    their inputs from `shape`, and time the videos by `fps`."""
+    import av
+
+    info = json.loads((root / "meta/info.json").read_text())
+    data = pq.read_table(root / "data/chunk-000/file-000.parquet")
+    feats = info["features"]
+    videos = {k for k, f in feats.items() if f["dtype"] == "video"}
+    assert set(data.column_names) == set(feats) - videos
+    for key, f in feats.items():
+        if key in videos:
+            assert f["info"]["video.fps"] == info["fps"]
+            assert [f["info"]["video.height"], f["info"]["video.width"]] == f["shape"][:2]
+            for mp4 in sorted((root / "videos" / key).glob("*/*.mp4")):
+                with av.open(str(mp4)) as c:
+                    st = c.streams.video[0]
+                    assert st.average_rate == info["fps"], (mp4, st.average_rate)
+                    frame = next(c.decode(st))
+                    assert [frame.height, frame.width, 3] == f["shape"], (key, f["shape"], frame.height, frame.width)
+        elif f["shape"] != [1]:
+            assert data.schema.field(key).type.list_size == f["shape"][0], key
+            assert len(f["names"]) == f["shape"][0], key
+
+
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
@@ -220,6 +300,7 @@ def test_round_trip_bag_episodes_lerobot_episodes(tmp_path: Path, vcodec: str) -
     info = json.loads((tmp_path / "lr/meta/info.json").read_text())
     assert info["codebase_version"] == "v3.0" and info["fps"] == 10 and info["total_frames"] == len(orig)
     assert info["features"]["observation.state"]["shape"] == [14]
+    _check_features(tmp_path / "lr")
     tasks = pq.read_table(tmp_path / "lr/meta/tasks.parquet")
     assert tasks["task"].to_pylist() == [orig.instruction] and b"pandas" in tasks.schema.metadata
     data = pq.read_table(tmp_path / "lr/data/chunk-000/file-000.parquet")
@@ -254,6 +335,7 @@ def test_export_splits_gaps_and_shares_tasks(tmp_path: Path) -> None:
     _episode(tmp_path / "eps" / "c.hdf5", 3, "unstack")
     info = export_episodes(sorted((tmp_path / "eps").iterdir()), tmp_path / "lr", vcodec="h264")
     assert info["total_episodes"] == 4 and info["total_frames"] == 14 and info["total_tasks"] == 2
+    _check_features(tmp_path / "lr")  # 32x48 images: height and width told apart
     eps = pq.read_table(tmp_path / "lr/meta/episodes/chunk-000/file-000.parquet").to_pylist()
     assert [e["length"] for e in eps] == [3, 4, 4, 3]
     assert [e["tasks"] for e in eps] == [["stack"], ["stack"], ["stack"], ["unstack"]]
@@ -316,3 +398,26 @@ def test_image_features_stored_in_the_parquet(tmp_path: Path) -> None:
     ep = read_episode(tmp_path / "out" / "ds_ep000000.hdf5")
     picked = np.arange(0, 16, 3)
     np.testing.assert_array_equal(ep.images["head"][:, 0, 0], [frame_rgb(0, 0, i)[0, 0] for i in picked])  # lossless
+
+
+def test_export_failing_mid_write_leaves_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the second episode's video cannot be written (a full disk): no dataset, no hidden partial folder
+    from memorywam_train import lerobot_export
+
+    _episode(tmp_path / "eps" / "a.hdf5", 3, "x")
+    _episode(tmp_path / "eps" / "b.hdf5", 3, "x")
+    append, calls = lerobot_export._VideoFile.append, []
+
+    def failing(self: object, frames: np.ndarray) -> object:
+        calls.append(1)
+        if len(calls) > len(CAMERAS):
+            raise OSError(28, "No space left on device")
+        return append(self, frames)
+
+    monkeypatch.setattr(lerobot_export._VideoFile, "append", failing)
+    assert export_main([str(tmp_path / "eps"), "--out", str(tmp_path / "lr"), "--vcodec", "h264"]) == 1
+    raw = capsys.readouterr().err
+    assert len(raw.strip().splitlines()) == 1 and "No space left on device" in raw, raw
+    assert not (tmp_path / "lr").exists() and not list(tmp_path.glob(".lr*"))
