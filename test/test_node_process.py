@@ -185,6 +185,30 @@ def test_process_sigint_under_load_is_bounded(tiny_checkpoint, tmp_path) -> None
         # is pinned by test_signal_flag_second_signal_only_reports.
 
 
+
+def test_process_sigint_while_a_reset_waits_for_the_model_is_bounded(tiny_checkpoint, tmp_path) -> None:
+    """A ~/reset is being served (it waits for the running model call, stuck for 60 s, on the
+    executor thread) when SIGINT comes: the shutdown must not wait for that model call either.
+    Before: the spin loop never saw the signal until the model call ended (no hold, no exit in 40 s)."""
+    with node_process(tiny_checkpoint, tmp_path, params=("diagnostics_period_s:=0.2",), stuck_model=True) as n:
+        n.enable()
+        wait_for(lambda: len(n.robot.chunks) >= 1, 60.0, "first chunk")
+        wait_for(lambda: "model call stuck" in n.output(), 30.0, "the second model call")
+        reset = n.robot.reset_client.call_async(Trigger.Request())
+
+        def executor_blocked() -> bool:  # /diagnostics stop while the node's executor serves the reset
+            with n.robot.lock:
+                count = len(n.robot.diagnostics)
+            time.sleep(1.0)
+            with n.robot.lock:
+                return len(n.robot.diagnostics) == count
+
+        wait_for(executor_blocked, 30.0, "the reset waiting for the model call")
+        assert not reset.done()
+        took = _sigint_and_check_hold(n)
+        print(f"SIGINT during a waiting ~/reset -> exit took {took:.1f} s")
+        assert took < EXIT_BOUND_S, f"exit took {took:.1f} s"
+
 def test_signal_flag_second_signal_only_reports(capsys) -> None:
     """Before spinning a signal interrupts (model loading: nothing to hold); once spinning the first
     only sets the flag and any further one only prints that the shutdown is running."""
@@ -192,12 +216,13 @@ def test_signal_flag_second_signal_only_reports(capsys) -> None:
     with pytest.raises(KeyboardInterrupt):
         flag._handle(signal.SIGINT, None)
     assert flag.stop_requested
-    flag = SignalFlag(budget_s=5.0)
+    flag, stops = SignalFlag(budget_s=5.0), []
+    flag.on_stop = lambda: stops.append(1)  # the node's request_stop: a waiting ~/reset gives up
     flag.spinning = True
     flag._handle(signal.SIGINT, None)
-    assert flag.stop_requested and capsys.readouterr().err == ""
+    assert flag.stop_requested and capsys.readouterr().err == "" and stops == [1]
     flag._handle(signal.SIGINT, None)  # no raise
-    assert "already shutting down (at most 5 s)" in capsys.readouterr().err
+    assert "already shutting down (at most 5 s)" in capsys.readouterr().err and stops == [1]
 
 
 def test_reset_flood_every_call_answered(tiny_checkpoint, tmp_path) -> None:

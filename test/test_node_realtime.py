@@ -69,6 +69,42 @@ def test_the_lead_comes_from_the_checkpoint_and_a_matching_parameter_is_accepted
         _node(policy, tmp_path, observation_lead=0)
 
 
+
+def test_checkpoint_cameras_joints_and_chunk_contradicting_the_robot_are_refused(
+        tiny_policy, tiny_checkpoint, tmp_path, monkeypatch) -> None:
+    """Issue 13.4 beyond the rate and lead: a checkpoint trained on another camera order, a robot file
+    with another joint count, a manifest whose chunk size is not its model's: refused at start-up,
+    each with a message naming what disagrees."""
+    import yaml
+
+    from memorywam_ros.model import CheckpointError
+    from memorywam_ros.runtime.policy import Policy
+
+    monkeypatch.setattr(tiny_policy, "manifest", dict(tiny_policy.manifest,
+                                                      cameras=["left_wrist", "head", "right_wrist"]))
+    with pytest.raises(ValueError, match=r"memorywam\.json does not fit.*cameras is \['head', 'left_wrist', "
+                                         r"'right_wrist'\] here, the checkpoint's is \['left_wrist', 'head'"):
+        _node(tiny_policy, tmp_path)
+    monkeypatch.undo()
+
+    cfg = yaml.safe_load(write_robot_config(tmp_path / "robot14.yaml").read_text())
+    for key in ("joint_names", "position_min", "position_max", "velocity_max", "max_start_distance",
+                "position_tolerance"):
+        cfg[key] = cfg[key][:7]
+    cfg["state"][0]["indices"] = "0:7"
+    cfg["command"] = [dict(cfg["command"][0], indices="0:7")]
+    (tmp_path / "robot7.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ValueError, match=r"14 joints.* has 7|action_dim is 7 here, the checkpoint's is 14"):
+        _node(tiny_policy, tmp_path, robot_config=str(tmp_path / "robot7.yaml"))
+
+    ckpt = tmp_path / "chunk8"
+    shutil.copytree(tiny_checkpoint, ckpt)
+    manifest = json.loads((ckpt / "memorywam.json").read_text())
+    manifest.update(chunk_size=8)
+    (ckpt / "memorywam.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="manifest chunk 8 x action 14 != model 16 x 14"):
+        Policy.from_pretrained(ckpt)
+
 class _Log:
     def __init__(self) -> None:
         self.warnings: list[str] = []

@@ -6,8 +6,9 @@ slow chunk never delays a command. Everything else (camera/joint callbacks, serv
 diagnostics) is short and runs on a SingleThreadedExecutor: rclpy's MultiThreadedExecutor busy-spins
 holding the GIL while a mutually exclusive group is busy (measured: the 10 Hz stream stalled for up
 to 0.8 s in-process), and nothing here needs parallel callbacks. `~/reset` waits for a running model
-call (up to one inference) while the stream keeps holding on its own thread; requests arriving
-meanwhile wait in a deep service queue (SERVICE_QUEUE_DEPTH), none is dropped. Lock order, never reversed:
+call (up to one inference, or until a signal stops the process) while the stream keeps holding on
+its own thread; requests arriving meanwhile wait in a deep service queue (SERVICE_QUEUE_DEPTH), none
+is dropped. Lock order, never reversed:
 `_policy_lock` (model calls, reset) → `_lock` (node state, publishing commands) → `_result_lock`.
 
 Start-up and shutdown (`main`): any start-up failure is one log line naming the file/part/parameter
@@ -151,6 +152,7 @@ class PolicyNode(Node):
         self.counters = {"chunks": 0, "rejected": 0, "errors": 0, "deadline_misses": 0, "deadline_chunks": 0,
                          "hold_ticks": 0, "stalls": 0}
         self._lead_warned = False
+        self._stopping = False  # set from the signal handler (request_stop): callbacks stop waiting
         self.cache_bytes = int(getattr(self.policy, "cache_bytes", 0))
         self.last_latency: dict[str, float] = {}
 
@@ -490,9 +492,19 @@ class PolicyNode(Node):
         resp.success, resp.message = self.reset_episode()
         return resp
 
+    def request_stop(self) -> None:
+        """The process is shutting down (called in the signal handler: sets a flag, nothing else)."""
+        self._stopping = True
+
     def reset_episode(self, instruction: str | None = None) -> tuple[bool, str]:
-        """New episode: clear the memory and the VAE stream; waits for a running inference to end."""
-        with self._policy_lock:
+        """New episode: clear the memory and the VAE stream; waits for a running inference to end.
+
+        The wait runs on the executor thread, so it gives up once a signal asked the process to stop:
+        otherwise the shutdown (the hold included) would wait for the model call, however long."""
+        while not self._policy_lock.acquire(timeout=0.1):
+            if self._stopping:
+                return False, "shutting down: episode not reset"
+        try:
             with self._lock:
                 self._abort_cycle()
                 self._pending_instruction = None
@@ -503,6 +515,8 @@ class PolicyNode(Node):
                     self._set_state("running", "new episode")
             self.policy.reset(self.instruction)
             self.cache_bytes = int(self.policy.cache_bytes)
+        finally:
+            self._policy_lock.release()
         return True, f"new episode, instruction {self.instruction!r}, cache_bytes {self.cache_bytes}"
 
     def _on_set_parameters(self, params: list[Any]) -> SetParametersResult:
@@ -559,6 +573,7 @@ def main(args: list[str] | None = None) -> int:
     try:
         rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
         node = PolicyNode()
+        signals.on_stop = node.request_stop
         signals.spinning = True  # from here a signal stops the spin loop: hold, then exit
     except KeyboardInterrupt:
         logger.info("interrupted during start-up")

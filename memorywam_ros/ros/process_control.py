@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["SignalFlag", "force_exit_after", "startup_error_line"]
@@ -32,6 +33,9 @@ class SignalFlag:
         self.budget_s = budget_s
         self.stop_requested = False
         self.spinning = False  # set once the node is built: from then on a signal only sets the flag
+        # called on the first signal while spinning (no locks, no ROS calls: it runs in the handler);
+        # the node uses it to stop waiting in a callback (a ~/reset waiting for a model call)
+        self.on_stop: Callable[[], None] | None = None
 
     def install(self) -> None:
         signal.signal(signal.SIGINT, self._handle)
@@ -42,6 +46,8 @@ class SignalFlag:
         self.stop_requested = True
         if first and not self.spinning:
             raise KeyboardInterrupt(f"signal {signum}")
+        if first and self.on_stop is not None:
+            self.on_stop()
         if not first:
             print(f"[memorywam_policy] signal {signum}: already shutting down (at most "
                   f"{self.budget_s:.0f} s)", file=sys.stderr, flush=True)
