@@ -9,6 +9,24 @@ output. From them every convention is checked exactly, without replaying the noi
 Then the model side (gist RoPE ids, the proprio token) and inference (Policy samples on the
 grid and shift of the checkpoint's SamplerSettings, normalises the joint state with the state
 statistics, encodes in a float32 VAE).
+
+Issue 12 item 3's mutations, one at a time, and the test here that fails on each (planted and
+checked; "loss" = test_loss_inputs_and_targets_follow_flow_matching):
+    (a) velocity target sign swapped (train.py or velocity_target): loss, loss_vanishes_for_the_exact_velocity
+    (b) sigma uniform instead of shifted logit-normal: loss_sigma_distributions, sample_sigma_is_shifted_logit_normal
+    (c) timestep sigma instead of 1000 sigma (any branch): loss, loss_sigma_distributions
+    (d) conditioning timestep dropped: loss ("not passed"); ignored inside the model:
+        conditioning_timestep_conditions_the_model
+    (e) noise augmentation off (cond = x, s = 0, cond_noise_prob 0): loss, loss_sigma_distributions,
+        paper_config_flow_matching_settings
+    (f) video target frame i instead of i+1: loss, loss_vanishes_for_the_exact_velocity
+    (g) sampler shift 5 (or 1, or video_shift) instead of the checkpoint's: policy_samples_with_the_checkpoint_sampler,
+        sampler_settings_follow_the_training_config; export drops it: written_checkpoint_carries_the_run_sampler
+    (h) state normalised with the action statistics: policy_state_normalised_with_state_statistics_and_vae_fp32
+        (robot), test_train_dataset.py::test_normalisation_statistics (training)
+    (i) gists at RoPE t-1: gists_sit_at_their_own_frame_in_rope
+    (j) proprio token ignored (zeroed, left out of the context, first frame's for all): loss (inputs),
+        proprio_token_conditions_the_actions
 """
 
 from __future__ import annotations
@@ -158,6 +176,28 @@ def test_loss_inputs_and_targets_follow_flow_matching(model) -> None:
     assert torch.equal(seen["frame_ids"], batch["frame_ids"]) and torch.equal(seen["proprio"], batch["proprio"])
 
 
+def test_loss_vanishes_for_the_exact_velocity(model) -> None:
+    """A model that answers exactly eps - x0 (actions) and eps - x_{i+1} (video), computed from the
+    inputs it receives, gets zero loss; a swapped sign or a video target of frame i would cost ~8."""
+    from memorywam_ros.model.memorywam import TrainingOutput
+
+    def oracle(module, args, kwargs, output):
+        seen = dict(zip(("cond", "text", "proprio", "noisy_actions", "action_timestep"), args), **kwargs)
+        eps_a = recover_noise(seen["noisy_actions"], batch["actions"], seen["action_timestep"])
+        eps_v = recover_noise(seen["noisy_video"], batch["latents"][:, 1:], seen["video_timestep"])
+        return TrainingOutput(action_velocity=eps_a - batch["actions"], video_velocity=eps_v - batch["latents"][:, 1:])
+
+    batch = make_batch(model.config, b=2, n=3)
+    handle = model.register_forward_hook(oracle, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            loss, video_loss, action_loss = flow_matching_loss(model, batch, TrainConfig(),
+                                                               torch.Generator().manual_seed(0), "cpu")
+    finally:
+        handle.remove()
+    assert video_loss.item() < 1e-6 and action_loss.item() < 1e-6 and loss.item() < 2e-6, (video_loss, action_loss)
+
+
 def test_loss_sigma_distributions(model) -> None:
     """Over many frames the model sees video sigma ~ shifted logit-normal (shift 5), action sigma ~
     logit-normal (shift 1) and conditioning levels ~ uniform(0, 1)."""
@@ -245,6 +285,20 @@ def test_proprio_token_conditions_the_actions(model) -> None:
     assert (a - b).abs().max() > 1e-3
 
 
+def test_conditioning_timestep_conditions_the_model(model) -> None:
+    """The conditioning latents' noise level is an input: the same latents at timestep 0 and 500
+    give different velocities (a model that drops cond_timestep would not see the augmentation)."""
+    batch = make_batch(model.config, b=1, n=3)
+    x = {"latents": batch["latents"], "text": batch["text"], "proprio": batch["proprio"],
+         "noisy_actions": batch["actions"], "action_timestep": torch.full((1, 3), 500.0),
+         "noisy_video": batch["latents"][:, 1:], "video_timestep": torch.full((1, 2), 500.0)}
+    with torch.no_grad():
+        clean = model(cond_timestep=torch.zeros(1, 3), **x)
+        noisy = model(cond_timestep=torch.full((1, 3), 500.0), **x)
+    assert (clean.action_velocity - noisy.action_velocity).abs().max() > 1e-3
+    assert (clean.video_velocity - noisy.video_velocity).abs().max() > 1e-3
+
+
 # ------------------------------------------------------------------------------------------ inference
 def test_sampling_grid_has_equal_steps() -> None:
     """10 steps at shift 1: sigma 1.0, 0.9, ..., 0.1 -> 0 (diffusers' default grid would end 0.112 -> 0.001 -> 0)."""
@@ -327,6 +381,18 @@ def test_old_manifest_without_sampler_warns_and_bad_one_is_refused(tiny_checkpoi
     bad = _checkpoint_with(tiny_checkpoint, tmp_path / "bad", {"action_shift": -1.0})
     with pytest.raises(CheckpointError, match=r"memorywam\.json: invalid 'sampler' entry"):
         load_checkpoint(bad)
+
+
+def test_written_checkpoint_carries_the_run_sampler(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """What the export writes (write_checkpoint's sampler, from train.sampler_settings) is what the robot loads."""
+    from memorywam_ros.runtime.checkpoint import load_checkpoint, write_checkpoint
+
+    ckpt = load_checkpoint(tiny_checkpoint)
+    run = sampler_settings(TrainConfig(shift_action=2.0, shift_video=3.0, sample_steps=7))
+    texts = {t: ckpt.instructions.get(t) for t in ckpt.instructions.texts()}
+    out = write_checkpoint(tmp_path / "export", ckpt.model, ckpt.vae, ckpt.normalizer, texts, random=True,
+                           image_size=tuple(ckpt.manifest["image_size"]), sampler=run)
+    assert load_checkpoint(out).sampler == run
 
 
 def test_policy_state_normalised_with_state_statistics_and_vae_fp32(tiny_checkpoint: Path, tmp_path: Path) -> None:

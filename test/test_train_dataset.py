@@ -225,6 +225,22 @@ def test_model_overrides_merge_into_the_preset() -> None:
         TrainConfig.load(None, ["steps=5", "steps.x=1"])
 
 
+def test_paper_config_trains_long_episodes_in_windows() -> None:
+    """config/train_paper.yaml's deliberate data choice (docs/training.md "Data"): mode window, so a
+    long episode's every frame is trained (mode episode cuts it at max_frames); the anchors go in
+    front of a late window and a sample still fits max_frames latent frames."""
+    from memorywam_ros.model import MemoryRules
+    from memorywam_train.train import TrainConfig, model_config
+
+    cfg = TrainConfig.load(str(Path(__file__).resolve().parents[1] / "config" / "train_paper.yaml"), [])
+    n_anchor = MemoryRules(model_config(cfg).memory).n_anchor
+    assert cfg.mode == "window" and n_anchor > 0
+    long = 4 * cfg.max_frames
+    late = window_frames(long, long - cfg.window, cfg.window, n_anchor)  # the last window of a long episode
+    assert late[:n_anchor] == list(range(n_anchor)) and late[-1] == long - 1
+    assert len(late) == cfg.max_frames  # the longest sample is exactly max_frames: no frame budget wasted
+
+
 def test_gap_in_a_real_bag_never_shifts_latent_frames(tmp_path: Path, tiny_checkpoint: Path) -> None:
     """Head frames 20-22 dropped in a rosbag2 bag: grid point 0.7 s has no head frame, so the
     episode starts after the gap (the 7 rows before it are too short) and every latent frame takes

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.utils.checkpoint import checkpoint
 from train_bag_helpers import REPO, BagSpec, config_dict, write_bag
 
 from memorywam_train.config import config_from_dict
@@ -139,7 +140,8 @@ def test_committed_prefix_trains_exports_and_acts(latents: Path, tiny_checkpoint
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_fsdp_model_matches_plain_model(tiny_checkpoint: Path, dtype: torch.dtype) -> None:
+def test_fsdp_model_matches_plain_model(tiny_checkpoint: Path, dtype: torch.dtype,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """The FSDP2 units (video+action block pairs behind register_fsdp_forward_method, checkpointed
     inside) compute the plain model's loss and gradients: a world of one runs every hook. bf16 is the
     GPU path (MixedPrecisionPolicy bf16 parameters and compute, fp32 reduce, activation checkpointing),
@@ -176,10 +178,18 @@ def test_fsdp_model_matches_plain_model(tiny_checkpoint: Path, dtype: torch.dtyp
     dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
     try:
         sharded = fsdp.build_sharded_model(plain.config, torch.device("cpu"), dtype, True, state, True)
+        checkpointed = []  # activation checkpointing really runs: once per layer (unit) in the forward
+
+        def counting_checkpoint(fn, layer, *args, **kwargs):
+            checkpointed.append(layer)
+            return checkpoint(fn, layer, *args, **kwargs)
+
+        monkeypatch.setattr(fsdp, "checkpoint", counting_checkpoint)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             got = loss_of(sharded)
             got.backward()
+        assert checkpointed == list(range(plain.config.video.num_layers)), checkpointed
         views = [str(w.message)[:60] for w in caught if "returned a view tensor" in str(w.message)]
         assert not views, views
         exact = dtype == torch.float32
