@@ -168,10 +168,12 @@ def closed_loop(args: argparse.Namespace) -> dict:
 
     demo.summarize = keep
     try:
-        ns = argparse.Namespace(model=str(model), episodes=args.episodes, episode_timeout=args.episode_timeout,
-                                seed=args.seed, instruction="transfer the cube", device="cpu",
-                                num_steps=args.num_steps, torch_threads=args.torch_threads,
-                                startup_timeout=300.0, log_dir=args.log_dir)
+        demo_args = ["--model", str(model), "--episodes", str(args.episodes), "--episode-timeout",
+                     str(args.episode_timeout), "--seed", str(args.seed), "--num-steps", str(args.num_steps),
+                     "--torch-threads", str(args.torch_threads), "--startup-timeout", "300", "--log-dir", args.log_dir]
+        if args.head_fovy is not None:
+            demo_args += ["--head-fovy", str(args.head_fovy)]
+        ns = demo.build_parser().parse_args(demo_args)  # memorywam-demo's own defaults for everything else
         summary = demo.run(ns)
     finally:
         demo.summarize = real_run
@@ -207,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--episode-timeout", type=float, default=25.0)
     p.add_argument("--seed", type=int, default=100000)
+    p.add_argument("--head-fovy", type=float, default=None, help="simulator head camera framing (the demos')")
     p.add_argument("--relabel-lead", type=int, default=None, help="timing only: run the checkpoint as if ℓ = L")
     p.add_argument("--log-dir", default="runs/realtime_logs")
     p.add_argument("--results", default=None, help="JSON path (default bench/results/realtime_<mode>.json)")

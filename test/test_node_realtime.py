@@ -172,8 +172,22 @@ class _CommittedSpy:
         return getattr(self._policy, name)
 
     def act(self, committed=None):
-        self.calls.append(None if committed is None else committed.copy())
+        if committed is None or committed.shape != (self.committed_prefix, 14):  # as Policy.act refuses it
+            raise ValueError(f"act() needs the last {self.committed_prefix} committed commands, got {committed}")
+        self.calls.append(committed.copy())
         return self._policy.act()
+
+
+def test_warmup_of_a_committed_prefix_model_gives_it_commands(tiny_policy, tmp_path) -> None:
+    """The start-up warm-up runs the model as the control loop will: a prefix model gets its P commands
+    (a node that warmed up with act() alone failed to start with every committed-prefix checkpoint)."""
+    spy = _CommittedSpy(tiny_policy)
+    node, context = _node(spy, tmp_path, warmup=True, observation_lead=3)
+    try:
+        assert len(spy.calls) == 2  # the first frame alone, then four mosaics
+        assert all(c.shape == (3, 14) for c in spy.calls)
+    finally:
+        _close(node, context)
 
 
 def test_node_gives_a_committed_prefix_model_the_commands_still_running(tiny_policy, tmp_path) -> None:
@@ -191,7 +205,6 @@ def test_node_gives_a_committed_prefix_model_the_commands_still_running(tiny_pol
         with g.robot.lock:
             chunks = [np.array([p.positions for p in msg.points]) for _, msg in g.robot.chunks]
         calls = list(spy.calls)
-        assert all(c is not None and c.shape == (3, 14) for c in calls)
         assert np.all(calls[0] == calls[0][0])  # the hold pose, repeated
         for k in range(1, 3):  # call k computes chunk k while chunk k-1 runs its last 3 targets
             np.testing.assert_allclose(calls[k], chunks[k - 1][-3:], atol=1e-9)

@@ -192,7 +192,8 @@ def summarize(episodes: list[Episode], args: argparse.Namespace) -> dict:
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """memorywam-demo's options (bench/realtime.py builds its runs from the same parser)."""
     parser = argparse.ArgumentParser(prog="memorywam-demo", description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=str(DEFAULT_MODEL), help="checkpoint directory")
     parser.add_argument("--episodes", type=int, default=3)
@@ -207,7 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--startup-timeout", type=float, default=180.0)
     parser.add_argument("--log-dir", default="runs/demo_logs")
     parser.add_argument("--results", default=None, help="write the summary JSON here")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     started = time.monotonic()
     result = run(args)
     result["wall_s"] = time.monotonic() - started

@@ -286,9 +286,11 @@ class PolicyNode(Node):
         h, w = self.policy.image_size
         t0 = time.perf_counter()
         self.policy.reset(self.instruction)
+        # a committed-prefix model is called as the control loop calls it: with its P commands
+        committed = np.zeros((self.committed_prefix, self.robot.num_joints)) if self.committed_prefix else None
         for n in (1, 4):  # both observation shapes: the first frame alone, then four
             self.policy.observe(np.zeros((n, h, w, 3), np.uint8), np.zeros(self.robot.num_joints))
-            self.policy.act()
+            self.policy.act() if committed is None else self.policy.act(committed=committed)
         self.get_logger().info(f"warm-up inference done in {time.perf_counter() - t0:.2f} s")
 
     def _set_state(self, state: str, reason: str) -> None:
