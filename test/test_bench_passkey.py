@@ -128,3 +128,18 @@ def test_probe_trains_and_evaluates_through_the_cache_end_to_end(tmp_path, monke
     assert again["cells"] == saved["cells"]
     with pytest.raises(SystemExit, match="other knobs"):
         pk.run(dict(knobs, steps=3), ["hybrid"], stem, "test", "test")
+
+
+def test_attention_probe_partitions_what_the_query_chunk_sees():
+    """bench/passkey_attention.py: the key categories cover every key the query chunk may see (masses sum
+    to 1 per layer) and the evicted cue frame's tokens get none (the memory rule, through the dense mask)."""
+    import passkey_attention as pa
+
+    model, _ = pk.train_cell("hybrid", 8, steps=2, batch=2, cue="uniform")
+    masses = pa.attention_masses(model, 8, "uniform", episodes=2)
+    query = [name for name in masses if name.startswith("query->")]
+    for layer in range(model.config.video.num_layers):
+        assert sum(masses[name][layer] for name in query) == pytest.approx(1.0, abs=1e-5)
+        assert masses["query->cue_tokens"][layer] == 0.0
+        assert masses["query->cue_gist"][layer] > 0.0  # the gist stays visible
+        assert 0.0 < masses["cue_gist->cue_tokens"][layer] < 1.0  # the gist reads its own frame
