@@ -1,0 +1,165 @@
+"""Look-and-Press (memorywam_ros/sim/look_and_press.py): panel size and colours, cue timing, scripted presses."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+pytest.importorskip("gym_aloha")
+
+from memorywam_ros.sim.aloha import DEFAULT_CAMERA_SIZES, WORKSPACE_HEAD_FOVY_DEG
+from memorywam_ros.sim.look_and_press import (
+    CUES,
+    LookAndPressSim,
+    cue_of_seed,
+    run_scripted_episode,
+)
+from memorywam_ros.sim.memory_transfer import mosaic_rows
+
+LUMA = np.array([0.299, 0.587, 0.114])  # Rec. 601
+TIMINGS = [(0, 2), (3, 2)]  # (cue_start, cue_frames): during the anchor frames, after them
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[LookAndPressSim]:
+    with LookAndPressSim() as s:
+        yield s
+
+
+def _head(sim: LookAndPressSim) -> np.ndarray:
+    return sim.render(("top",))["top"].astype(np.float64)
+
+
+@pytest.fixture(scope="module")
+def panel(sim: LookAndPressSim) -> dict[str, np.ndarray]:
+    """Head images at home with the panel showing each cue (row 0) and dark (row 40), plus the panel mask:
+    the pixels where the two cues differ (same state at row 0, so nothing else changes)."""
+    out = {}
+    for cue, name in enumerate(CUES):
+        sim.reset(0, cue=cue, render=False)
+        out[name] = _head(sim)
+    sim.step(None, 4.0, render=False)  # frame 3: after the default cue frames 0-1
+    assert not sim.cue_lit()
+    out["dark"] = _head(sim)
+    out["mask"] = np.abs(out[CUES[0]] - out[CUES[1]]).max(-1) > 20
+    return out
+
+
+def test_head_tile_is_gym_aloha_top_at_mosaic_size(sim: LookAndPressSim) -> None:
+    assert sim.camera_sizes["top"] == DEFAULT_CAMERA_SIZES["top"] == (256, 320)
+    assert sim.head_fovy_deg == 78.0
+
+
+def test_panel_covers_a_quarter_of_the_head_image(panel: dict[str, np.ndarray]) -> None:
+    mask = panel["mask"]
+    assert mask.mean() >= 0.25
+    # Each cue lights the whole mask: it differs from the dark panel there.
+    for k in CUES:
+        assert (np.abs(panel[k] - panel["dark"]).max(-1)[mask] > 20).all()
+
+
+def test_cue_colours_distinct_equally_bright_and_dark_when_off(panel: dict[str, np.ndarray]) -> None:
+    mask = panel["mask"]
+    means = {k: panel[k][mask].mean(0) for k in (*CUES, "dark")}
+    luma = {k: float(means[k] @ LUMA) for k in means}
+    assert abs(luma[CUES[0]] - luma[CUES[1]]) / luma[CUES[0]] < 0.03
+    assert np.linalg.norm(means[CUES[0]] - means[CUES[1]]) > 150  # distinguishable by colour alone
+    assert luma["dark"] < 0.2 * min(luma[CUES[0]], luma[CUES[1]])
+    # Uniform panel: a cue is one colour over the mask (bar the anti-aliased edge row: 320 of ~25k px).
+    for k in CUES:
+        luma_px = panel[k][mask] @ LUMA
+        assert (np.abs(luma_px - np.median(luma_px)) < 3).mean() > 0.98
+
+
+def test_panel_covers_a_quarter_at_the_workspace_framing_too() -> None:
+    with LookAndPressSim(head_fovy_deg=WORKSPACE_HEAD_FOVY_DEG) as s:
+        heads = []
+        for cue in range(len(CUES)):
+            s.reset(0, cue=cue, render=False)
+            heads.append(_head(s))
+        assert (np.abs(heads[0] - heads[1]).max(-1) > 20).mean() >= 0.25
+
+
+@pytest.mark.parametrize(("start", "frames"), TIMINGS)
+def test_cue_shows_exactly_in_its_latent_frames(start: int, frames: int) -> None:
+    """Render the head at every mosaic row of latent frames 0..6 (home pose): lit iff a cue frame."""
+    with LookAndPressSim(cue_start=start, cue_frames=frames) as s:
+        s.reset(5, render=False)
+        dark_luma = None
+        lit_frames = set()
+        row = 0
+        for j in range(7):
+            for r in mosaic_rows(j):
+                if r > row:
+                    s.step(None, (r - row) * s.row_dt, render=False)
+                    row = r
+                img = _head(s)
+                top = img[:60].mean((0, 1)) @ LUMA  # the panel's part of the image
+                if s.cue_lit_row(r):
+                    lit_frames.add(j)
+                    assert top > 80, (j, r, top)
+                else:
+                    dark_luma = top
+                    assert top < 30, (j, r, top)
+        assert lit_frames == set(range(start, start + frames))
+        assert dark_luma is not None
+        # Row boundaries: frame j = rows 16(j-1)+1 .. 16j.
+        first = 0 if start == 0 else 16 * (start - 1) + 1
+        last = 16 * (start + frames - 1)
+        assert s.cue_lit_row(first) and s.cue_lit_row(last)
+        assert not s.cue_lit_row(last + 1)
+        assert first == 0 or not s.cue_lit_row(first - 1)
+
+
+def test_scripted_press_succeeds_on_every_seed_and_both_cues_occur(sim: LookAndPressSim) -> None:
+    results = [run_scripted_episode(sim, seed) for seed in range(10)]
+    fails = [(r.seed, r.cue, r.level, r.touched) for r in results if not r.success]
+    assert not fails
+    assert {r.cue for r in results} == set(CUES)
+    for r in results:
+        assert r.cue == CUES[cue_of_seed(r.seed)]
+        assert r.pressed[r.cue] and not any(r.touched[c] for c in CUES if c != r.cue)
+        assert r.lit_rows == list(range(17))  # default cue frames 0-1: rows 0 .. 16
+        assert np.all(np.abs(np.diff(r.targets, axis=0))[:, :13] < 0.3)  # smooth 10 Hz joint targets
+
+
+def test_late_cue_scripted_press_still_succeeds() -> None:
+    with LookAndPressSim(cue_start=3, cue_frames=2, delay_chunks=1) as s:
+        r = run_scripted_episode(s, 3)
+        assert r.success
+        assert r.lit_rows == list(range(33, 65))
+        assert s.press_start_row == 16 * 6
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_pressing_the_wrong_button_fails(sim: LookAndPressSim, seed: int) -> None:
+    wrong = CUES[1 - cue_of_seed(seed)]
+    r = run_scripted_episode(sim, seed, aim=wrong)
+    assert not r.success
+    assert r.pressed[wrong] and not r.touched[r.cue]
+    assert r.level == 1 and sim.max_reward == 1
+
+
+def test_unpressed_episode_fails(sim: LookAndPressSim) -> None:
+    sim.reset(2, render=False)
+    sim.step(None, 3.0, render=False)  # arms stay home
+    assert not sim.success and sim.outcome_level() == 0 and not any(sim.touched.values())
+
+
+def test_outcome_levels_have_stage_names() -> None:
+    from memorywam_ros.sim.stages import MAX_REWARD, REWARD_STAGES
+
+    assert len(REWARD_STAGES["look_and_press"]) == MAX_REWARD + 1
+
+
+def test_snapshot_renders_the_panel_of_its_own_time(sim: LookAndPressSim) -> None:
+    """The sim node renders snapshots while physics goes on: the panel follows the snapshot's time."""
+    sim.reset(4, render=False)
+    snap = sim.snapshot()
+    sim.step(None, 4.0, render=False)  # now dark
+    assert abs(float(snap.time)) < 1e-9 and abs(sim.physics.data.time - sim.time_s) < 1e-6
+    lit = sim.render(("top",), data=snap)["top"][:60].mean((0, 1)) @ LUMA
+    dark = _head(sim)[:60].mean((0, 1)) @ LUMA
+    assert lit > 80 and dark < 30
