@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -163,3 +164,52 @@ def test_snapshot_renders_the_panel_of_its_own_time(sim: LookAndPressSim) -> Non
     lit = sim.render(("top",), data=snap)["top"][:60].mean((0, 1)) @ LUMA
     dark = _head(sim)[:60].mean((0, 1)) @ LUMA
     assert lit > 80 and dark < 30
+
+
+def test_demo_bag_records_look_and_press(tmp_path: Path) -> None:
+    """`memorywam-sim-demos --task look_and_press`: one bag with TransferCube's topics, read back."""
+    from rosbags.rosbag2 import Reader
+    from rosbags.typesys import Stores, get_typestore
+
+    from memorywam_ros.sim import topics
+    from memorywam_ros.sim.demos import main
+
+    out = tmp_path / "demos"
+    rc = main(["--episodes", "1", "--out", str(out), "--seed", "1", "--quiet", "--task", "look_and_press",
+               "--camera-rate", "2", "--head-size", "64", "80", "--wrist-size", "32", "40"])  # fmt: skip
+    assert rc == 0
+    bags = sorted(p for p in out.iterdir() if p.is_dir())
+    assert [b.name for b in bags] == ["episode_0000_seed_1"]
+    ts = get_typestore(Stores.ROS2_KILTED)
+    heads, commands, text = [], [], []
+    with Reader(bags[0]) as reader:
+        assert {c.topic for c in reader.connections} == {*topics.IMAGE_TOPICS.values(), topics.JOINT_STATES_TOPIC,
+                                                          topics.COMMAND_TOPIC, topics.INSTRUCTION_TOPIC}
+        for conn, t_ns, raw in reader.messages():
+            msg = ts.deserialize_cdr(raw, conn.msgtype)
+            if conn.topic == topics.IMAGE_TOPICS["top"]:
+                heads.append((t_ns, msg.data.reshape(msg.height, msg.width, 3)))
+            elif conn.topic == topics.COMMAND_TOPIC:
+                commands.append(msg.position.copy())
+            elif conn.topic == topics.INSTRUCTION_TOPIC:
+                text.append(msg.data)
+    assert len(text) == 1 and "button" in text[0]
+    with LookAndPressSim() as s:
+        s.reset(1, render=False)
+        assert len(commands) == _num_rows(s)
+    t0 = heads[0][0]
+    # Panel (top rows of the head image) lit in the cue frames 0-1 = rows 0 .. 16 (t <= 1.6 s), dark after.
+    for t_ns, img in heads:
+        luma = img[:15].reshape(-1, 3).mean(0) @ LUMA
+        assert (luma > 80) == ((t_ns - t0) <= 1.6e9 + 1e6), ((t_ns - t0) / 1e9, luma)
+    assert sum(t - t0 <= 1.6e9 + 1e6 for t, _ in heads) == 4  # 2 Hz: 0, 0.5, 1.0, 1.5 s
+    panel = heads[0][1][:15].reshape(-1, 3).mean(0)
+    assert np.argmax(panel) == (0 if cue_of_seed(1) == CUES.index("orange") else 2)
+
+
+def _num_rows(sim: LookAndPressSim) -> int:
+    from memorywam_ros.sim.look_and_press import ScriptedLookAndPress
+
+    policy = ScriptedLookAndPress()
+    policy.reset(sim)
+    return policy.num_steps

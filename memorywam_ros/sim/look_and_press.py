@@ -19,7 +19,8 @@ in latent frames `cue_start` .. `cue_start + cue_frames - 1` (e.g. 0-1, during t
 3-4, after them) and is dark before and after; the arms hold home; from chunk `cue_start +
 cue_frames + delay_chunks` on the scripted right arm (`ScriptedLookAndPress`, `scripted.py`'s IK)
 moves its tool point onto the cued button, holds it there 1 s and goes back home. The cue is drawn
-from the episode seed (`cue_of_seed`).
+from the episode seed (`cue_of_seed`); it is the only thing a seed changes (no object is placed at
+random), so every episode is one of two: what varies is what the policy must remember.
 
 Success (evaluated by the sim at gym-aloha's 20 ms control period, `_evaluate_reward`): a button is
 *touched* while a tool point (either arm, `scripted.TCP_OFFSET`) is above its top face (within its
@@ -44,7 +45,7 @@ from dm_control import mujoco as dm_mujoco
 from gym_aloha import constants as aloha_constants
 from gym_aloha.tasks import sim as aloha_tasks
 
-from memorywam_ros.sim.aloha import GYM_ALOHA_HEAD_FOVY_DEG, AlohaSim, Observation
+from memorywam_ros.sim.aloha import CAMERAS, GYM_ALOHA_HEAD_FOVY_DEG, AlohaSim, Observation
 from memorywam_ros.sim.memory_transfer import CHUNK, frame_of_row
 from memorywam_ros.sim.scripted import (
     CONTROL_HZ,
@@ -54,6 +55,7 @@ from memorywam_ros.sim.scripted import (
     ArmIK,
     Waypoint,
     _interp,
+    dart_noise,
     tool_rotation,
 )
 
@@ -173,7 +175,6 @@ class LookAndPressSim(AlohaSim):
         m = self._model
         self._panel = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, "lp_panel")
         self._gripper = [m.body(p + "gripper_link").id for p in _PREFIXES]
-        self._buttons = {n: m.geom(f"lp_button_{n}").id for n in CUES}
         self.cue = 0
         self._reset_presses()
 
@@ -202,7 +203,7 @@ class LookAndPressSim(AlohaSim):
     def _apply_panel(self, time_s: float) -> None:
         self._model.geom_rgba[self._panel] = CUE_RGBA[self.cue_name] if self.cue_lit(time_s) else DARK_RGBA
 
-    def render(self, cameras: Sequence[str] = ("top", "left_wrist", "right_wrist"),
+    def render(self, cameras: Sequence[str] = CAMERAS,
                data: mujoco.MjData | None = None) -> dict[str, np.ndarray]:
         """AlohaSim.render with the panel coloured for the rendered state's time (a snapshot's own)."""
         self._apply_panel(self.time_s if data is None else float(data.time))
@@ -341,18 +342,20 @@ class LookAndPressResult:
     targets: np.ndarray  # (T, 14) at 10 Hz
 
 
-def run_scripted_episode(sim: LookAndPressSim, seed: int, aim: str | None = None,
-                         hz: float = CONTROL_HZ) -> LookAndPressResult:
-    """One scripted episode without rendering (success check); `aim` presses that button instead of the cued one."""
+def run_scripted_episode(sim: LookAndPressSim, seed: int, aim: str | None = None, hz: float = CONTROL_HZ,
+                         dart: float = 0.0) -> LookAndPressResult:
+    """One scripted episode without rendering (success check); `aim` presses that button instead of the
+    cued one; `dart`: std (rad) of `scripted.dart_noise` on the executed arm targets (`targets` stay clean)."""
     sim.reset(seed, render=False)
     policy = ScriptedLookAndPress(hz, aim=aim)
     policy.reset(sim)
+    noise = dart_noise(seed, policy.num_steps, dart)
     targets, lit = [], []
     for row in range(policy.num_steps):
         if sim.cue_lit():
             lit.append(row)
         q = policy.act(sim)
         targets.append(q)
-        sim.step(q, 1.0 / hz, render=False)
+        sim.step(q + noise[row], 1.0 / hz, render=False)
     return LookAndPressResult(seed, sim.cue_name, sim.success, sim.outcome_level(), dict(sim.touched),
                               dict(sim.pressed), lit, np.array(targets))
