@@ -116,7 +116,7 @@ class AlohaSim:
         xml_name, task_cls = TASKS[task]
         self.task_name = task
         self.instruction = INSTRUCTIONS[task]
-        self.physics = dm_mujoco.Physics.from_xml_path(str(aloha_constants.ASSETS_DIR / xml_name))
+        self.physics = self._make_physics(xml_name)
         self._task = task_cls()
         self._model = self.physics.model.ptr
         self._data = self.physics.data.ptr
@@ -148,6 +148,10 @@ class AlohaSim:
         self._rng = np.random.default_rng()
 
     # ------------------------------------------------------------------ model facts
+    def _make_physics(self, xml_name: str) -> dm_mujoco.Physics:
+        """Compile the scene: gym-aloha's XML as shipped (a subclass adds geoms here, e.g. look_and_press)."""
+        return dm_mujoco.Physics.from_xml_path(str(aloha_constants.ASSETS_DIR / xml_name))
+
     def _limits_from_model(self) -> np.ndarray:
         """(14, 2) [lower, upper] from the MJCF joint ranges; grippers in normalised units."""
         limits = np.zeros((14, 2))
@@ -209,7 +213,7 @@ class AlohaSim:
         # initialize_episode (that is their API); set it right before the call.
         if self.task_name == "transfer_cube":
             aloha_tasks.BOX_POSE[0] = sample_box_pose(self.seed)
-        else:
+        elif self.task_name == "insertion":
             aloha_tasks.BOX_POSE[0] = np.concatenate(sample_insertion_pose(self.seed))
         self._task.random.seed(self.seed)
         self._task.initialize_episode(self.physics)

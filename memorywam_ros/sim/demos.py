@@ -18,8 +18,11 @@ generation, like a live recording) + sim time of the event; the bag's log time e
 Camera events at 30 Hz are rounded to the grid (33/34 ms apart), like a real camera's jitter.
 At equal times the order is: joint state and images (observation at t), then the command of t.
 MCAP chunks are zstd-compressed (the rosbag2 `zstd_fast`-style storage compression; the file
-stays indexable). Only successful episodes are kept unless --keep-failed; each seed is first run
-without rendering (~0.3 s) so failed seeds cost no rendering.
+stays indexable). `--task look_and_press` records the Look-and-Press task (sim/look_and_press.py:
+signal panel, two buttons, `ScriptedLookAndPress`; cue timing by --cue-start / --cue-frames /
+--delay-chunks) on the same topics; its instruction names the task. Only successful episodes are
+kept unless --keep-failed; each seed is first run without rendering (~0.3 s) so failed seeds cost
+no rendering.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from memorywam_ros.sim import topics
 DEFAULT_CAMERA_RATE = 30.0
 DEFAULT_JOINT_RATE = 50.0
 CONTROL_RATE = 10.0
+TASKS = ("transfer_cube", "look_and_press")  # the tasks with a scripted demonstrator
 
 
 @dataclass
@@ -130,10 +134,10 @@ def record_episode(
     command topic records the demonstrator's clean target: the action label of a DART demo."""
     from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
 
-    from memorywam_ros.sim.scripted import ScriptedTransferCube, dart_noise
+    from memorywam_ros.sim.scripted import dart_noise
 
     ts = _typestore()
-    policy = ScriptedTransferCube(CONTROL_RATE)
+    policy = _scripted_policy(sim)
     sim.reset(seed, render=False)
     policy.reset(sim)
     noise = dart_noise(seed, policy.num_steps, dart)
@@ -183,6 +187,36 @@ def record_episode(
     return sim.success, dict(sink.counts)
 
 
+def _scripted_policy(sim):
+    """The task's scripted demonstrator (both have `reset(sim)`, `act(sim)`, `num_steps` after reset)."""
+    if sim.task_name == "look_and_press":
+        from memorywam_ros.sim.look_and_press import ScriptedLookAndPress
+
+        return ScriptedLookAndPress(CONTROL_RATE)
+    from memorywam_ros.sim.scripted import ScriptedTransferCube
+
+    return ScriptedTransferCube(CONTROL_RATE)
+
+
+def _make_sim(task: str, camera_sizes: dict[str, tuple[int, int]] | None, head_fovy_deg: float | None,
+              look_and_press: dict[str, int] | None = None):
+    """The task's sim -> (sim, dry-run function(sim, seed, dart) -> success)."""
+    from memorywam_ros.sim.aloha import GYM_ALOHA_HEAD_FOVY_DEG, AlohaSim
+
+    fovy = GYM_ALOHA_HEAD_FOVY_DEG if head_fovy_deg is None else head_fovy_deg
+    if task == "look_and_press":
+        from memorywam_ros.sim import look_and_press as lp
+
+        sim = lp.LookAndPressSim(camera_sizes=camera_sizes, head_fovy_deg=fovy, **(look_and_press or {}))
+        return sim, lambda sim, s, dart: lp.run_scripted_episode(sim, s, dart=dart).success
+    if task != "transfer_cube":
+        raise SystemExit(f"no scripted policy for task {task!r} (only {', '.join(TASKS)})")
+    from memorywam_ros.sim.scripted import run_scripted_episode
+
+    return AlohaSim(task, camera_sizes=camera_sizes, head_fovy_deg=fovy), \
+        lambda sim, s, dart: run_scripted_episode(sim, s, dart=dart).success
+
+
 def _bag_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
@@ -201,28 +235,26 @@ def generate(
     show_progress: bool = True,
     head_fovy_deg: float | None = None,
     dart: float = 0.0,
+    look_and_press: dict[str, int] | None = None,
 ) -> list[EpisodeStats]:
-    """Write `episodes` bags (successful ones unless keep_failed) from consecutive seeds."""
+    """Write `episodes` bags (successful ones unless keep_failed) from consecutive seeds.
+
+    `look_and_press`: LookAndPressSim's cue_start / cue_frames / delay_chunks (that task only)."""
     from tqdm import tqdm
 
-    from memorywam_ros.sim.aloha import GYM_ALOHA_HEAD_FOVY_DEG, AlohaSim
-    from memorywam_ros.sim.scripted import run_scripted_episode
-
-    if task != "transfer_cube":
-        raise SystemExit(f"no scripted policy for task {task!r} (only transfer_cube)")
+    sim, dry_run = _make_sim(task, camera_sizes, head_fovy_deg, look_and_press)
     out.mkdir(parents=True, exist_ok=True)
     max_attempts = max_attempts if max_attempts is not None else 3 * episodes + 10
     stats: list[EpisodeStats] = []
     kept = 0
     s = seed
     with (
-        AlohaSim(task, camera_sizes=camera_sizes,
-                 head_fovy_deg=GYM_ALOHA_HEAD_FOVY_DEG if head_fovy_deg is None else head_fovy_deg) as sim,
+        sim,
         tqdm(total=episodes, unit="ep", disable=not show_progress, desc="sim demos") as bar,
     ):
         while kept < episodes and s < seed + max_attempts:
             t0 = time.perf_counter()
-            ok = run_scripted_episode(sim, s, dart=dart).success  # dry run, no rendering
+            ok = dry_run(sim, s, dart)  # dry run, no rendering
             path = out / f"episode_{kept:04d}_seed_{s}"
             if not ok and not keep_failed:
                 stats.append(EpisodeStats(s, False, None, {}, 0, time.perf_counter() - t0, sim.time_s))
@@ -252,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--episodes", type=int, required=True, help="number of bags to write")
     p.add_argument("--out", type=Path, required=True, help="output directory (one bag directory per episode)")
-    p.add_argument("--task", default="transfer_cube", choices=["transfer_cube"])
+    p.add_argument("--task", default="transfer_cube", choices=list(TASKS))
     p.add_argument("--seed", type=int, default=0, help="first seed; episodes use consecutive seeds")
     p.add_argument("--keep-failed", action="store_true", help="also keep episodes the env did not mark successful")
     p.add_argument("--camera-rate", type=float, default=DEFAULT_CAMERA_RATE, help="image rate, Hz (default 30)")
@@ -264,11 +296,21 @@ def main(argv: list[str] | None = None) -> int:
                         "target as the command), e.g. 0.02")
     p.add_argument("--head-fovy", type=float, default=None, metavar="DEG",
                    help="head camera vertical field of view (default: the sim's, memorywam_ros/sim/aloha.py)")
+    p.add_argument("--cue-start", type=int, default=None, metavar="FRAME",
+                   help="look_and_press: first latent frame (1.6 s) the panel shows the cue (default 0)")
+    p.add_argument("--cue-frames", type=int, default=None, metavar="N",
+                   help="look_and_press: latent frames the cue is shown (default 2)")
+    p.add_argument("--delay-chunks", type=int, default=None, metavar="N",
+                   help="look_and_press: chunks (1.6 s) the arms wait after the cue before pressing (default 2)")
     p.add_argument("--no-compress", action="store_true", help="write uncompressed MCAP chunks")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
     if a.episodes < 1:
         p.error("--episodes must be >= 1")
+    lp_args = {k: v for k, v in (("cue_start", a.cue_start), ("cue_frames", a.cue_frames),
+                                 ("delay_chunks", a.delay_chunks)) if v is not None}
+    if lp_args and a.task != "look_and_press":
+        p.error("--cue-start / --cue-frames / --delay-chunks apply to --task look_and_press only")
     sizes = {"top": tuple(a.head_size), "left_wrist": tuple(a.wrist_size), "right_wrist": tuple(a.wrist_size)}
     t0 = time.perf_counter()
     stats = generate(
@@ -284,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         show_progress=not a.quiet,
         head_fovy_deg=a.head_fovy,
         dart=a.dart,
+        look_and_press=lp_args,
     )
     kept = [x for x in stats if x.path is not None]
     tried = len(stats)

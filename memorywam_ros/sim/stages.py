@@ -16,5 +16,10 @@ REWARD_STAGES: dict[str, tuple[str, ...]] = {
     # the air, 4 the peg touches the pin (inserted)
     "insertion": ("did not touch both", "both touched, not both lifted", "both lifted, peg never touched the socket",
                   "peg touched the socket, not inserted", "success"),
+    # look_and_press (sim/look_and_press.py, from latched flags): 1 only the wrong button touched, 2 the cued
+    # one touched but never held 0.3 s, 3 the cued one pressed but the other touched too, 4 success
+    "look_and_press": ("touched no button", "touched the wrong button only",
+                       "touched the cued button, never held it 0.3 s",
+                       "pressed the cued button, but touched the other too", "success"),
 }
 """What each highest reward reached in an episode means: the failure breakdown of closed-loop runs."""
