@@ -447,7 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     from rich.console import Console
 
-    from .lerobot_import import one_line
+    from .lerobot_format import one_line
 
     console = Console(stderr=True)
     files = episode_files(args.episodes)

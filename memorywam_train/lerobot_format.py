@@ -350,3 +350,10 @@ def decode_video(
             f"{ref.path}: no frame at {wanted[k]:.4f} s ({what}; timestamp {timestamps_s[k]:.4f} s of the episode): "
             "the video is truncated or damaged, or does not match the parquet timestamps"
         )
+
+
+def one_line(exc: BaseException) -> str:
+    """An error as one line of rich-markup-safe text (library messages may hold newlines)."""
+    from rich.markup import escape
+
+    return escape(" ".join(str(exc).split()))

@@ -60,7 +60,7 @@ from .alignment import BagPlan
 from .config import ConfigError, _check_keys, _mapping, _positive, _str
 from .convert import STREAMS, ConversionReport, EpisodeReport, summary_table
 from .episodes import CAMERAS, EpisodeError, EpisodeWriter
-from .lerobot_format import TOLERANCE_S, EpisodeRef, LeRobotFormatError, LeRobotSource, decode_video
+from .lerobot_format import TOLERANCE_S, EpisodeRef, LeRobotFormatError, LeRobotSource, decode_video, one_line
 from .sampling import NS, StreamCounts, StreamStats, asof, make_grid, runs, window_stats
 
 DOF = 14
@@ -417,13 +417,6 @@ def _count(total: BagPlan, plan: _Plan, m: LeRobotMapping) -> None:
     if plan.short:
         total.notes.append(f"episode {plan.ep.index}: {plan.short} piece(s) shorter than min_episode_rows="
                            f"{m.min_episode_rows} dropped ({plan.short_rows} rows)")
-
-
-def one_line(exc: BaseException) -> str:
-    """An error as one line of rich-markup-safe text (library messages may hold newlines)."""
-    from rich.markup import escape
-
-    return escape(" ".join(str(exc).split()))
 
 
 def _episode_list(text: str) -> list[int]:

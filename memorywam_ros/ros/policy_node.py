@@ -290,8 +290,13 @@ class PolicyNode(Node):
         committed = np.zeros((self.committed_prefix, self.robot.num_joints)) if self.committed_prefix else None
         for n in (1, 4):  # both observation shapes: the first frame alone, then four
             self.policy.observe(np.zeros((n, h, w, 3), np.uint8), np.zeros(self.robot.num_joints))
-            self.policy.act() if committed is None else self.policy.act(committed=committed)
+            self._act(committed)
         self.get_logger().info(f"warm-up inference done in {time.perf_counter() - t0:.2f} s")
+
+    def _act(self, committed: np.ndarray | None) -> np.ndarray:
+        """One model call; `committed` only for a committed-prefix model (injected policies without
+        a prefix may take no argument)."""
+        return self.policy.act() if committed is None else self.policy.act(committed=committed)
 
     def _set_state(self, state: str, reason: str) -> None:
         if (state, reason) != (self.state, self.reason) and state in ("holding", "error"):
@@ -436,7 +441,7 @@ class PolicyNode(Node):
             if req.instruction is not None:
                 self.policy.reset(req.instruction)
             self.policy.observe(mosaics, req.samples[-1].joints)
-            chunk = self.policy.act() if req.committed is None else self.policy.act(committed=req.committed)
+            chunk = self._act(req.committed)
             self.cache_bytes = int(self.policy.cache_bytes)
             self.last_latency = dict(getattr(self.policy, "last_latency", {}) or {})
         t2 = time.perf_counter()
