@@ -1,17 +1,35 @@
 #!/usr/bin/env bash
-# Train the checkpoint the README's main job drives the simulated arm with, through our own
-# pipeline: scripted TransferCube demos (real rosbag2 mcap) -> memorywam-convert -> memorywam-precompute
-# -> memorywam-train (torchrun, 2 CPU processes) -> --export checkpoints/sim_transfer_cube.
-# About 45 minutes on 2 CPU cores (resumable: run it again after an interruption) (EPISODES=50, STEPS=1500; measured on a busy machine). Run ./scripts/setup.sh first.
-# The shipped checkpoint is this script's defaults: observation lead 12 with a committed prefix of 12
-# (measured closed loop: bench/results/realtime_closed_loop_l12_prefix.json; README "Simulated dual arm").
-# LEAD=L (or --observation-lead L) precomputes the latents with observation lead L (control steps the
-# node's inference gets before its chunk is due; README "Timing"); the exported manifest records it.
+# Train a checkpoint that drives the simulated dual arm, through our own pipeline: scripted demos
+# (real rosbag2 mcap) -> memorywam-convert -> memorywam-precompute -> memorywam-train (torchrun,
+# 2 CPU processes) -> --export checkpoints/sim_<task>. Run ./scripts/setup.sh first.
+#   ./scripts/train_sim.sh                          # TransferCube: the README's main job (~45 min on 2 cores)
+#   TASK=look_and_press ./scripts/train_sim.sh      # Look-and-Press (memory; config/train_look_and_press.yaml)
+# Resumable: run it again after an interruption.
+# The shipped TransferCube checkpoint is this script's defaults: observation lead 12 with a committed
+# prefix of 12 (measured closed loop: bench/results/realtime_closed_loop_l12_prefix.json; README
+# "Simulated dual arm"). LEAD=L (or --observation-lead L) precomputes the latents with observation
+# lead L (control steps the node's inference gets before its chunk is due; README "Timing"); the
+# exported manifest records it.
 #   LEAD=5 OUT=checkpoints/sim_transfer_cube_l5 WORK=runs/sim_pipeline_l5 ./scripts/train_sim.sh
+# Look-and-Press: CUE_START / CUE_FRAMES / DELAY_CHUNKS time the cue (default: memorywam_ros/sim/stages.py
+# LOOK_AND_PRESS_TIMING, the shipped checkpoint's); MEMORY_POLICY=window|no_gist|full|no_anchor trains
+# an ablation (same data and budget); memorywam-demo --task look_and_press runs the result.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-WORK="${WORK:-runs/sim_pipeline}"
-OUT="${OUT:-checkpoints/sim_transfer_cube}"
+TASK="${TASK:-transfer_cube}"
+case "$TASK" in
+  transfer_cube) CONFIG="${CONFIG:-config/train_sim.yaml}"; INSTRUCTION="transfer the cube"
+    WORK="${WORK:-runs/sim_pipeline}"; TASK_ARGS=() ;;
+  look_and_press) CONFIG="${CONFIG:-config/train_look_and_press.yaml}"; INSTRUCTION="press the button the panel showed"
+    read -r CS CF DC < <(.venv/bin/python -c "from memorywam_ros.sim.stages import LOOK_AND_PRESS_TIMING as t; \
+print(t['cue_start'], t['cue_frames'], t['delay_chunks'])")
+    CUE_START="${CUE_START:-$CS}"; CUE_FRAMES="${CUE_FRAMES:-$CF}"; DELAY_CHUNKS="${DELAY_CHUNKS:-$DC}"
+    WORK="${WORK:-runs/sim_look_and_press_c${CUE_START}}"
+    TASK_ARGS=(--cue-start "$CUE_START" --cue-frames "$CUE_FRAMES" --delay-chunks "$DELAY_CHUNKS") ;;
+  *) echo "TASK must be transfer_cube or look_and_press, not $TASK" >&2; exit 2 ;;
+esac
+MEMORY_POLICY="${MEMORY_POLICY:-hybrid}"
+OUT="${OUT:-checkpoints/sim_$TASK}"
 EPISODES="${EPISODES:-50}"
 STEPS="${STEPS:-1500}"
 if [[ "${1:-}" == "--observation-lead" ]]; then LEAD="${2:?--observation-lead needs a value}"; fi
@@ -33,16 +51,18 @@ stage() {  # stage NAME COMMAND...
   touch "$WORK/.done_$name"
 }
 mkdir -p "$WORK"
-stage demos bash -c 'rm -rf "$0/bags" && "$1/memorywam-sim-demos" --episodes "$2" --out "$0/bags" --seed 1000 \
-  --camera-rate 10 --head-fovy "$3" --dart "$4" --quiet' "$WORK" "$BIN" "$EPISODES" "$HEAD_FOVY" "$DART"
+stage demos bash -c 'rm -rf "$0/bags" && "$1/memorywam-sim-demos" --task "$5" --episodes "$2" --out "$0/bags" \
+  --seed 1000 --camera-rate 10 --head-fovy "$3" --dart "$4" --quiet "${@:6}"' \
+  "$WORK" "$BIN" "$EPISODES" "$HEAD_FOVY" "$DART" "$TASK" "${TASK_ARGS[@]}"
 stage convert bash -c '"$1/memorywam-convert" "$0"/bags/* --out "$0/episodes" --config config/record_topics_sim.yaml \
-  --instruction "transfer the cube" --overwrite --quiet' "$WORK" "$BIN"
+  --instruction "$2" --overwrite --quiet' "$WORK" "$BIN" "$INSTRUCTION"
 # the tiny Wan2.2-layout VAE (random weights, frozen) that encodes the latents and ships with the export
 stage init "$BIN/memorywam-checkpoint" init-random --preset tiny --out "$WORK/init" --overwrite
 stage precompute bash -c 'rm -rf "$0/latents" && "$1/memorywam-precompute" "$0/episodes" --vae "$0/init" \
   --random-text-dim 32 --text-len 16 --observation-lead "$2" --out "$0/latents" --quiet' "$WORK" "$BIN" "$LEAD"
 echo "[train_sim] train ($(date -u +%H:%M:%S))"
-"$BIN/torchrun" --standalone --nproc_per_node 2 -m memorywam_train.train --config config/train_sim.yaml \
-  latents_dir="$WORK/latents" out_dir="$WORK/run" steps="$STEPS" model.action.committed_prefix="$PREFIX" \
-  progress=false --export "$OUT"
-echo "checkpoint: $OUT, observation lead $LEAD, head fovy $HEAD_FOVY  (run it: .venv/bin/memorywam-demo --model $OUT --head-fovy $HEAD_FOVY)"
+"$BIN/torchrun" --standalone --nproc_per_node "${NPROC:-2}" -m memorywam_train.train --config "$CONFIG" \
+  latents_dir="$WORK/latents" out_dir="$WORK/run_$MEMORY_POLICY" steps="$STEPS" memory_policy="$MEMORY_POLICY" \
+  model.action.committed_prefix="$PREFIX" progress=false --export "$OUT"
+echo "checkpoint: $OUT, task $TASK ${TASK_ARGS[*]}, memory $MEMORY_POLICY, observation lead $LEAD, head fovy $HEAD_FOVY"
+echo "run it: .venv/bin/memorywam-demo --task $TASK --model $OUT --head-fovy $HEAD_FOVY ${TASK_ARGS[*]}"

@@ -48,3 +48,21 @@ def test_closed_loop_episode(tmp_path):
     assert episode["chunks_rejected"] is not None and episode["stalls"] is not None
     assert result["chunk_latency"]["p50_ms"] < 1600  # a chunk is ready within one chunk's duration
     assert elapsed < BUDGET_S
+
+
+def test_demo_task_options_reach_the_simulator_and_set_the_timeout():
+    """`memorywam-demo --task look_and_press`: the shipped checkpoint by default, the cue timing passed to
+    the simulator node (its defaults: stages.LOOK_AND_PRESS_TIMING), an episode long enough for the press
+    (the cue + delay chunks of 1.6 s, then ~10 s), and the cue options refused for TransferCube."""
+    from memorywam_ros.ros import demo
+    from memorywam_ros.sim.stages import LOOK_AND_PRESS_TIMING
+
+    a = demo.build_parser().parse_args(["--task", "look_and_press", "--delay-chunks", "7"])
+    assert demo.look_and_press_timing(a) == {**LOOK_AND_PRESS_TIMING, "delay_chunks": 7}
+    t = demo.look_and_press_timing(a)
+    assert demo.episode_timeout(a) == pytest.approx(1.6 * (t["cue_start"] + t["cue_frames"] + 7) + 10.0)
+    assert demo.default_model(a.task) == REPO / "checkpoints" / "sim_look_and_press"
+    b = demo.build_parser().parse_args([])
+    assert b.task == "transfer_cube" and demo.default_model(b.task) == CHECKPOINT and demo.episode_timeout(b) == 25.0
+    with pytest.raises(SystemExit):
+        demo.main(["--cue-start", "1"])  # a TransferCube run has no cue

@@ -25,7 +25,7 @@ TIMINGS = [(0, 2), (3, 2)]  # (cue_start, cue_frames): during the anchor frames,
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[LookAndPressSim]:
-    with LookAndPressSim() as s:
+    with LookAndPressSim(cue_start=0, cue_frames=2, delay_chunks=2) as s:  # cue at row 0: the panel tests
         yield s
 
 
@@ -75,7 +75,7 @@ def test_cue_colours_distinct_equally_bright_and_dark_when_off(panel: dict[str, 
 
 
 def test_panel_covers_a_quarter_at_the_workspace_framing_too() -> None:
-    with LookAndPressSim(head_fovy_deg=WORKSPACE_HEAD_FOVY_DEG) as s:
+    with LookAndPressSim(head_fovy_deg=WORKSPACE_HEAD_FOVY_DEG, cue_start=0) as s:  # lit at row 0
         heads = []
         for cue in range(len(CUES)):
             s.reset(0, cue=cue, render=False)
@@ -198,12 +198,16 @@ def test_demo_bag_records_look_and_press(tmp_path: Path) -> None:
         s.reset(1, render=False)
         assert len(commands) == _num_rows(s)
     t0 = heads[0][0]
-    # Panel (top rows of the head image) lit in the cue frames 0-1 = rows 0 .. 16 (t <= 1.6 s), dark after.
+    # The default timing (stages.LOOK_AND_PRESS_TIMING): panel (top rows of the head image) lit in the
+    # cue frames 2-3 = rows 17 .. 48 (1.6 s < t <= 4.8 s), dark before and after.
+    def in_cue(t_ns: int) -> bool:
+        return 1.6e9 + 1e6 < t_ns - t0 <= 4.8e9 + 1e6
+
     for t_ns, img in heads:
         luma = img[:15].reshape(-1, 3).mean(0) @ LUMA
-        assert (luma > 80) == ((t_ns - t0) <= 1.6e9 + 1e6), ((t_ns - t0) / 1e9, luma)
-    assert sum(t - t0 <= 1.6e9 + 1e6 for t, _ in heads) == 4  # 2 Hz: 0, 0.5, 1.0, 1.5 s
-    panel = heads[0][1][:15].reshape(-1, 3).mean(0)
+        assert (luma > 80) == in_cue(t_ns), ((t_ns - t0) / 1e9, luma)
+    assert sum(in_cue(t) for t, _ in heads) == 6  # 2 Hz: 2.0 .. 4.5 s
+    panel = next(img for t, img in heads if in_cue(t))[:15].reshape(-1, 3).mean(0)
     assert np.argmax(panel) == (0 if cue_of_seed(1) == CUES.index("orange") else 2)
 
 
@@ -213,3 +217,46 @@ def _num_rows(sim: LookAndPressSim) -> int:
     policy = ScriptedLookAndPress()
     policy.reset(sim)
     return policy.num_steps
+
+
+def test_cue_clock_starts_at_engage_when_asked() -> None:
+    """The simulator node's sim (`clock_on_engage`): the panel stays dark after a reset, however long,
+    until the first command (`engage`); then the cue frames count from that moment, as in the demos
+    (row 0 = the reset). Without it (scripted runs) the clock starts at the reset."""
+    with LookAndPressSim(cue_start=2, cue_frames=2, clock_on_engage=True) as s:
+        s.reset(1, render=False)
+        s.step(None, 4.0, render=False)  # rows 17..48 after a reset-started clock: lit there
+        assert not s.cue_lit()
+        s.engage()
+        t0 = s.time_s
+        assert not s.cue_lit()  # row 0 of the engaged clock: frame 0, before the cue
+        s.step(None, 1.7, render=False)  # row 17: frame 2
+        assert s.cue_lit()
+        assert not s.cue_lit(t0 - 0.5)  # a snapshot from before the engage stays dark
+        s.engage()  # a second call does not restart the clock
+        s.step(None, 3.2, render=False)  # row 49: frame 4
+        assert not s.cue_lit()
+        s.reset(2, render=False)  # the next episode waits for its own first command
+        s.step(None, 2.0, render=False)
+        assert not s.cue_lit()
+    with LookAndPressSim(cue_start=2, cue_frames=2) as s:
+        s.reset(1, render=False)
+        s.step(None, 1.7, render=False)
+        assert s.cue_lit()
+
+
+def test_task_table_builds_every_task_and_refuses_foreign_options() -> None:
+    from memorywam_ros.sim import demos, tasks
+    from memorywam_ros.sim.stages import LOOK_AND_PRESS_TIMING
+
+    assert tasks.OPTIONS["look_and_press"] == LOOK_AND_PRESS_TIMING
+    with tasks.make_sim("look_and_press", options={"delay_chunks": 3}) as s:
+        assert isinstance(s, LookAndPressSim) and s.delay_chunks == 3
+        assert s.cue_start == LOOK_AND_PRESS_TIMING["cue_start"]
+    with pytest.raises(ValueError, match="no option cue_start"):
+        tasks.make_sim("transfer_cube", options={"cue_start": 1})
+    with pytest.raises(ValueError, match="unknown task"):
+        tasks.make_sim("stack_cups")
+    # memorywam-sim-demos offers exactly the tasks with a scripted demonstrator
+    choices = next(a.choices for a in demos.build_parser()._actions if a.dest == "task")
+    assert sorted(choices) == sorted(tasks.SCRIPTED)

@@ -175,3 +175,59 @@ def test_sim_node_module_does_not_import_torch() -> None:
     env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")])
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_look_and_press_cue_waits_for_the_first_command() -> None:
+    """`task:=look_and_press` over ROS: after a reset the panel stays dark until the first command
+    arrives (the demo resets, waits, then enables the policy), then lights in its cue frames, timed
+    from that command; a reset makes the next episode wait again. Cue at frames 0-1 (rows 0..16), so
+    a clock started at the reset would light the first images."""
+    from memorywam_ros.ros.sim_node import SimNode
+
+    ctx = Context()
+    rclpy.init(context=ctx)
+    sim = SimNode(context=ctx, parameter_overrides=[
+        Parameter("task", value="look_and_press"), Parameter("cue_start", value=0),
+        Parameter("cue_frames", value=2), Parameter("render_rate_hz", value=20.0),
+        Parameter("head_height", value=64), Parameter("head_width", value=80),
+        Parameter("wrist_height", value=32), Parameter("wrist_width", value=40)])
+    probe = rclpy.create_node("lp_probe", context=ctx)
+    executor = SingleThreadedExecutor(context=ctx)
+    heads: list[tuple[float, float]] = []  # (arrival, panel luma)
+
+    def on_head(m: Image) -> None:
+        img = np.frombuffer(bytes(m.data), np.uint8).reshape(m.height, m.width, 3).astype(np.float64)
+        heads.append((time.monotonic(), float(img[:15].mean((0, 1)) @ [0.299, 0.587, 0.114])))
+
+    probe.create_subscription(Image, topics.IMAGE_TOPICS["top"], on_head, qos_profile_sensor_data)
+    pub = probe.create_publisher(JointState, topics.COMMAND_TOPIC, 10)
+    g = Graph(ctx, executor, sim, probe)
+    executor.add_node(sim)
+    executor.add_node(probe)
+    try:
+        assert sim.sim.task_name == "look_and_press" and sim.sim.cue_start == 0
+        assert g.spin_until(lambda: len(heads) >= 20, timeout=20.0)  # >= 1 s of images, nobody commanding
+        assert max(v for _, v in heads) < 30, heads  # dark: the cue clock has not started
+        home = JointState(name=list(sim.sim.joint_names), position=sim.sim.home.tolist())
+        assert g.spin_until(lambda: pub.get_subscription_count() > 0)
+        sent = time.monotonic()
+        last = [0.0]
+
+        def lit() -> bool:
+            if time.monotonic() - last[0] > 0.3:  # re-send (best effort); only the first one starts the clock
+                pub.publish(home)
+                last[0] = time.monotonic()
+            return any(t > sent and v > 80 for t, v in heads)
+
+        assert g.spin_until(lit, timeout=5.0), heads[-10:]
+        # cue frames 0-1 end at row 16 (1.6 s): dark again afterwards
+        assert g.spin_until(lambda: heads[-1][0] > sent + 2.5 and heads[-1][1] < 30, timeout=10.0), heads[-5:]
+        sim._on_reset(Trigger.Request(), Trigger.Response())
+        after = time.monotonic()
+        assert g.spin_until(lambda: sum(t > after + 0.3 for t, _ in heads) >= 20, timeout=20.0)
+        assert max(v for t, v in heads if t > after + 0.3) < 30  # waits for its own first command
+    finally:
+        executor.shutdown()
+        probe.destroy_node()
+        sim.destroy_node()
+        rclpy.try_shutdown(context=ctx)

@@ -2,6 +2,7 @@
 
     .venv/bin/memorywam-demo                      # 3 episodes with the shipped sim checkpoint
     .venv/bin/memorywam-demo --episodes 20 --results bench/results/closed_loop.json
+    .venv/bin/memorywam-demo --task look_and_press   # memory: press the button a panel showed ~11 s before
 
 Starts `memorywam_sim` (MuJoCo ALOHA, three cameras, /joint_states) and `memorywam_policy` (the
 robot node, with config/robots/aloha_sim.yaml) as separate processes, exactly as on a robot, and
@@ -31,10 +32,31 @@ from pathlib import Path
 import numpy as np
 
 from memorywam_ros.ros.launch_utils import FASTDDS_PROFILE_VARS, dds_environment
-from memorywam_ros.sim.stages import MAX_REWARD, REWARD_STAGES
+from memorywam_ros.sim.stages import LOOK_AND_PRESS_TIMING, MAX_REWARD, REWARD_STAGES
 
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT_MODEL = REPO / "checkpoints" / "sim_transfer_cube"
+TASKS = ("transfer_cube", "look_and_press")  # the tasks with a shipped checkpoint: checkpoints/sim_<task>
+EPISODE_TIMEOUT_S = {"transfer_cube": 25.0}  # look_and_press: from its cue timing (episode_timeout)
+
+
+def default_model(task: str) -> Path:
+    return REPO / "checkpoints" / f"sim_{task}"
+
+
+def episode_timeout(args: argparse.Namespace) -> float:
+    """--episode-timeout, or the task's: Look-and-Press presses after cue + delay chunks (1.6 s each),
+    plus the first inference, the reach and the 0.3 s hold (~5 s), plus 5 s of slack."""
+    if args.episode_timeout is not None:
+        return float(args.episode_timeout)
+    if args.task == "look_and_press":
+        t = look_and_press_timing(args)
+        return 1.6 * (t["cue_start"] + t["cue_frames"] + t["delay_chunks"]) + 10.0
+    return EPISODE_TIMEOUT_S[args.task]
+
+
+def look_and_press_timing(args: argparse.Namespace) -> dict[str, int]:
+    """The cue timing the simulator runs: the options given, else the defaults (stages.py)."""
+    return {k: (v if getattr(args, k) is None else int(getattr(args, k))) for k, v in LOOK_AND_PRESS_TIMING.items()}
 POLICY = "/memorywam_policy"
 SIM = "/memorywam_sim"
 
@@ -86,23 +108,27 @@ def run(args: argparse.Namespace) -> dict:
     from memorywam_ros.ros.params import resolve_robot_config
     from memorywam_ros.runtime.robot_config import RobotConfig
 
-    model = Path(args.model)
+    model = Path(args.model or default_model(args.task))
     if not (model / "memorywam.json").is_file():
         raise SystemExit(f"{model} is not a checkpoint directory. Train the simulator checkpoint with "
-                         "scripts/train_sim.sh, or pass --model DIR.")
+                         f"TASK={args.task} scripts/train_sim.sh, or pass --model DIR.")
+    timeout = episode_timeout(args)
     robot = RobotConfig.from_yaml(resolve_robot_config("aloha_sim.yaml"))
     logs = Path(args.log_dir)
     logs.mkdir(parents=True, exist_ok=True)
     print(f"[demo] ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']} discovery={env['ROS_AUTOMATIC_DISCOVERY_RANGE']}; "
           f"node logs in {logs}/", flush=True)
-    sim_args = ["-p", f"seed:={args.seed}"]
+    sim_args = ["-p", f"seed:={args.seed}", "-p", f"task:={args.task}"]
+    if args.task == "look_and_press":
+        sim_args += [a for k, v in look_and_press_timing(args).items() for a in ("-p", f"{k}:={v}")]
     if args.head_fovy is not None:
         sim_args += ["-p", f"head_fovy_deg:={float(args.head_fovy)}"]
     sim = _start("memorywam_ros.ros.sim_node", sim_args, env, logs / "sim.log")
     policy = _start("memorywam_ros.ros.policy_node", [
         "--params-file", str(REPO / "config" / "memorywam.yaml"),
         "-p", f"model_path:={model}", "-p", "robot_config:=aloha_sim.yaml", "-p", f"device:={args.device}",
-        "-p", f"instruction:={args.instruction}", "-p", f"num_steps:={args.num_steps}",
+        *(["-p", f"instruction:={args.instruction}"] if args.instruction else []),  # else the checkpoint's
+        "-p", f"num_steps:={args.num_steps}",
         "-p", f"torch_threads:={args.torch_threads}",
     ], env, logs / "policy.log")
     from memorywam_ros.ros.demo_supervisor import DemoSupervisor
@@ -117,14 +143,14 @@ def run(args: argparse.Namespace) -> dict:
         supervisor.wait_ready(args.startup_timeout, (sim, policy))
         episodes = []
         for i in range(args.episodes):
-            episode = supervisor.run_episode(args.seed + i, args.episode_timeout)
+            episode = supervisor.run_episode(args.seed + i, timeout)
             episodes.append(episode)
             lat = [c["latency_s"] * 1e3 for c in episode.chunks]
             print(f"[demo] episode {i + 1}/{args.episodes} seed {episode.seed}: "
                   f"{'SUCCESS' if episode.success else 'no success'} after {episode.duration_s:.1f} s, "
                   f"{len(episode.chunks)} chunks (latency p50 {np.median(lat) if lat else float('nan'):.0f} ms), "
                   f"{episode.commands} commands, {len(episode.violations)} limit violations; "
-                  f"reached: {REWARD_STAGES['transfer_cube'][min(episode.max_reward, MAX_REWARD)]}", flush=True)
+                  f"reached: {REWARD_STAGES[args.task][min(episode.max_reward, MAX_REWARD)]}", flush=True)
     finally:
         supervisor.enable(False)
         _stop(policy)
@@ -150,6 +176,14 @@ def _counter_delta(e: Episode, key: str) -> int | None:
         return None
 
 
+def _diagnostic_int(e: Episode, key: str) -> int | None:
+    """A policy /diagnostics value at the episode's end (None: not reported)."""
+    try:
+        return int(e.diagnostics["end"][key])
+    except (KeyError, ValueError):
+        return None
+
+
 def summarize(episodes: list[Episode], args: argparse.Namespace) -> dict:
     chunks = [c for e in episodes for c in e.chunks]
     lat = np.array([c["latency_s"] for c in chunks]) * 1e3
@@ -161,8 +195,11 @@ def summarize(episodes: list[Episode], args: argparse.Namespace) -> dict:
         return {"n": len(x), "p50_ms": float(np.percentile(x, 50)), "p99_ms": float(np.percentile(x, 99)),
                 "max_ms": float(x.max())}
 
+    stages = REWARD_STAGES[args.task]
     result = {
-        "model": _repo_relative(args.model),
+        "task": args.task,
+        **({"look_and_press": look_and_press_timing(args)} if args.task == "look_and_press" else {}),
+        "model": _repo_relative(args.model or default_model(args.task)),
         "episodes": len(episodes),
         "successes": sum(e.success for e in episodes),
         "success_rate": sum(e.success for e in episodes) / max(1, len(episodes)),
@@ -170,16 +207,19 @@ def summarize(episodes: list[Episode], args: argparse.Namespace) -> dict:
         "inter_chunk_gap": stats(gap),
         "commands": sum(e.commands for e in episodes),
         "violations": [v for e in episodes for v in e.violations],
+        "cache_bytes_end_max": max((b for e in episodes if (b := _diagnostic_int(e, "cache_bytes")) is not None),
+                                   default=None),
         "per_episode": [{"seed": e.seed, "success": e.success, "duration_s": e.duration_s, "chunks": len(e.chunks),
                          "max_joint_motion": e.max_joint_motion, "max_reward": e.max_reward,
-                         "stage": REWARD_STAGES["transfer_cube"][min(e.max_reward, MAX_REWARD)],
+                         "stage": stages[min(e.max_reward, MAX_REWARD)],
                          "chunks_rejected": _counter_delta(e, "chunks_rejected"),
                          "inference_errors": _counter_delta(e, "inference_errors"),
                          "stalls": _counter_delta(e, "stalls"),
-                         "deadline_misses": _counter_delta(e, "deadline_misses")}
+                         "deadline_misses": _counter_delta(e, "deadline_misses"),
+                         "cache_bytes_end": _diagnostic_int(e, "cache_bytes")}
                         for e in episodes],
         "stages": {name: sum(min(e.max_reward, MAX_REWARD) == k for e in episodes)
-                   for k, name in enumerate(REWARD_STAGES["transfer_cube"])},
+                   for k, name in enumerate(stages)},
         "device": args.device,
         "num_steps": args.num_steps,
     }
@@ -195,11 +235,18 @@ def summarize(episodes: list[Episode], args: argparse.Namespace) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     """memorywam-demo's options (bench/realtime.py builds its runs from the same parser)."""
     parser = argparse.ArgumentParser(prog="memorywam-demo", description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default=str(DEFAULT_MODEL), help="checkpoint directory")
+    parser.add_argument("--task", default="transfer_cube", choices=TASKS,
+                        help="simulated task (memorywam_ros/sim/tasks.py)")
+    parser.add_argument("--model", default=None, help="checkpoint directory (default: checkpoints/sim_<task>)")
     parser.add_argument("--episodes", type=int, default=3)
-    parser.add_argument("--episode-timeout", type=float, default=25.0, help="seconds per episode without success")
+    parser.add_argument("--episode-timeout", type=float, default=None,
+                        help="seconds per episode without success (default: transfer_cube 25, look_and_press "
+                             "1.6 x (cue start + cue frames + delay) + 10)")
     parser.add_argument("--seed", type=int, default=100000, help="first simulator seed (demos used 1000..)")
-    parser.add_argument("--instruction", default="transfer the cube")
+    for k, v in LOOK_AND_PRESS_TIMING.items():
+        parser.add_argument(f"--{k.replace('_', '-')}", type=int, default=None, metavar="N",
+                            help=f"look_and_press: simulator {k} (default {v}, the shipped checkpoint's)")
+    parser.add_argument("--instruction", default="", help="instruction (default: the checkpoint's first)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--num-steps", type=int, default=0, help="denoising steps per chunk (0: the checkpoint's)")
     parser.add_argument("--head-fovy", type=float, default=None, metavar="DEG",
@@ -212,7 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.task != "look_and_press" and any(getattr(args, k) is not None for k in LOOK_AND_PRESS_TIMING):
+        parser.error("--cue-start / --cue-frames / --delay-chunks apply to --task look_and_press only")
     started = time.monotonic()
     result = run(args)
     result["wall_s"] = time.monotonic() - started

@@ -45,13 +45,14 @@ from std_srvs.srv import Trigger
 
 from memorywam_ros.ros.params import declare_table
 from memorywam_ros.sim import topics
-from memorywam_ros.sim.aloha import GYM_ALOHA_HEAD_FOVY_DEG, TASKS, AlohaSim
+from memorywam_ros.sim.aloha import GYM_ALOHA_HEAD_FOVY_DEG
+from memorywam_ros.sim.tasks import OPTIONS, TASKS, make_sim
 
 __all__ = ["PARAMETERS", "SimNode", "main"]
 
 # name: (default, description, read_only, range or None)
 PARAMETERS: dict[str, tuple[Any, str, bool, tuple[float, float] | None]] = {
-    "task": ("transfer_cube", f"gym-aloha task: {', '.join(TASKS)}", True, None),
+    "task": ("transfer_cube", f"simulated task (memorywam_ros/sim/tasks.py): {', '.join(TASKS)}", True, None),
     "seed": (0, "seed of the first episode; each ~/reset uses the next one", True, (0, 2**31 - 1)),
     "command_topic": (topics.COMMAND_TOPIC, "streamed joint targets (sensor_msgs/JointState, by name)", True, None),
     "physics_rate_hz": (100.0, "physics timer rate; each tick integrates the elapsed wall time", True, (1.0, 1000.0)),
@@ -65,6 +66,13 @@ PARAMETERS: dict[str, tuple[Any, str, bool, tuple[float, float] | None]] = {
     "wrist_width": (160, "wrist camera image width, px", True, (16, 1920)),
     "head_fovy_deg": (GYM_ALOHA_HEAD_FOVY_DEG, "head (top) camera vertical field of view, degrees (the framing the "
                       "checkpoint was trained with: memorywam_ros/sim/aloha.py)", True, (1.0, 170.0)),
+    # look_and_press only (sim/look_and_press.py); timed in latent frames (1.6 s) from the first command
+    "cue_start": (OPTIONS["look_and_press"]["cue_start"], "look_and_press: first latent frame the panel shows "
+                  "the cue, counted from the episode's first command", True, (0, 1000)),
+    "cue_frames": (OPTIONS["look_and_press"]["cue_frames"], "look_and_press: latent frames the cue is shown",
+                   True, (1, 1000)),
+    "delay_chunks": (OPTIONS["look_and_press"]["delay_chunks"], "look_and_press: chunks the demonstrations "
+                     "waited after the cue (the scripted arm's timing; the score does not use it)", True, (0, 1000)),
 }
 
 
@@ -75,15 +83,16 @@ class SimNode(Node):
         super().__init__("memorywam_sim", **kwargs)
         p = declare_table(self, PARAMETERS)
         self._p = p
-        if p["task"] not in TASKS:
-            raise ValueError(f"task {p['task']!r} unknown; known: {sorted(TASKS)}")
 
         sizes = {
             "top": (int(p["head_height"]), int(p["head_width"])),
             "left_wrist": (int(p["wrist_height"]), int(p["wrist_width"])),
             "right_wrist": (int(p["wrist_height"]), int(p["wrist_width"])),
         }
-        self.sim = AlohaSim(p["task"], camera_sizes=sizes, head_fovy_deg=float(p["head_fovy_deg"]))
+        options = {k: int(p[k]) for k in OPTIONS.get(p["task"], {})}
+        # the task's events (the Look-and-Press cue) are timed from the first command after a reset
+        self.sim = make_sim(p["task"], sizes, float(p["head_fovy_deg"]), options, clock_on_engage=True)
+        self._engaged = False
         self._index = {n: i for i, n in enumerate(self.sim.joint_names)}
         self._episode = 0
         self.sim.reset(int(p["seed"]), render=False)
@@ -126,7 +135,7 @@ class SimNode(Node):
         self.create_timer(p["success_period_s"], self._publish_success, callback_group=group)
         self._publish_success()
         self.get_logger().info(
-            f"{p['task']} seed {self.sim.seed}: cameras {sizes} at {p['render_rate_hz']} Hz, joints at "
+            f"{p['task']} {options or ''} seed {self.sim.seed}: cameras {sizes} at {p['render_rate_hz']} Hz, joints at "
             f"{p['joint_state_rate_hz']} Hz, commands on {p['command_topic']}"
         )
 
@@ -167,6 +176,9 @@ class SimNode(Node):
             if np.isfinite(v):  # a NaN/inf joint keeps its previous target
                 targets[i] = v
         self.sim.set_targets(targets)  # clamps to the joint limits
+        if not self._engaged:  # the episode's first command: the task's clock starts
+            self._engaged = True
+            self.sim.engage()
 
     def _on_render(self) -> None:
         if not self._render_idle.is_set():
@@ -227,6 +239,7 @@ class SimNode(Node):
         self._episode += 1
         seed = int(self._p["seed"]) + self._episode
         self.sim.reset(seed, render=False)
+        self._engaged = False
         self._last_tick = time.monotonic()
         self._debt_s = 0.0
         self._publish_success()

@@ -223,6 +223,10 @@ class AlohaSim:
         self._max_reward = 0
         return self.observe(render=render)
 
+    def engage(self) -> None:
+        """Called by the simulator node at the first command after a reset. Nothing here; a task
+        whose events are timed from the robot's start overrides it (look_and_press.LookAndPressSim)."""
+
     def clip_targets(self, targets: np.ndarray) -> np.ndarray:
         """Clamp to the joint position limits (the actuators' ctrlrange equals these ranges)."""
         return np.clip(targets, self.joint_limits[:, 0], self.joint_limits[:, 1])

@@ -41,7 +41,6 @@ from memorywam_ros.sim import topics
 DEFAULT_CAMERA_RATE = 30.0
 DEFAULT_JOINT_RATE = 50.0
 CONTROL_RATE = 10.0
-TASKS = ("transfer_cube", "look_and_press")  # the tasks with a scripted demonstrator
 
 
 @dataclass
@@ -137,7 +136,9 @@ def record_episode(
     from memorywam_ros.sim.scripted import dart_noise
 
     ts = _typestore()
-    policy = _scripted_policy(sim)
+    from memorywam_ros.sim.tasks import scripted_policy
+
+    policy = scripted_policy(sim, CONTROL_RATE)
     sim.reset(seed, render=False)
     policy.reset(sim)
     noise = dart_noise(seed, policy.num_steps, dart)
@@ -187,36 +188,6 @@ def record_episode(
     return sim.success, dict(sink.counts)
 
 
-def _scripted_policy(sim):
-    """The task's scripted demonstrator (both have `reset(sim)`, `act(sim)`, `num_steps` after reset)."""
-    if sim.task_name == "look_and_press":
-        from memorywam_ros.sim.look_and_press import ScriptedLookAndPress
-
-        return ScriptedLookAndPress(CONTROL_RATE)
-    from memorywam_ros.sim.scripted import ScriptedTransferCube
-
-    return ScriptedTransferCube(CONTROL_RATE)
-
-
-def _make_sim(task: str, camera_sizes: dict[str, tuple[int, int]] | None, head_fovy_deg: float | None,
-              look_and_press: dict[str, int] | None = None):
-    """The task's sim -> (sim, dry-run function(sim, seed, dart) -> success)."""
-    from memorywam_ros.sim.aloha import GYM_ALOHA_HEAD_FOVY_DEG, AlohaSim
-
-    fovy = GYM_ALOHA_HEAD_FOVY_DEG if head_fovy_deg is None else head_fovy_deg
-    if task == "look_and_press":
-        from memorywam_ros.sim import look_and_press as lp
-
-        sim = lp.LookAndPressSim(camera_sizes=camera_sizes, head_fovy_deg=fovy, **(look_and_press or {}))
-        return sim, lambda sim, s, dart: lp.run_scripted_episode(sim, s, dart=dart).success
-    if task != "transfer_cube":
-        raise SystemExit(f"no scripted policy for task {task!r} (only {', '.join(TASKS)})")
-    from memorywam_ros.sim.scripted import run_scripted_episode
-
-    return AlohaSim(task, camera_sizes=camera_sizes, head_fovy_deg=fovy), \
-        lambda sim, s, dart: run_scripted_episode(sim, s, dart=dart).success
-
-
 def _bag_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
@@ -242,7 +213,12 @@ def generate(
     `look_and_press`: LookAndPressSim's cue_start / cue_frames / delay_chunks (that task only)."""
     from tqdm import tqdm
 
-    sim, dry_run = _make_sim(task, camera_sizes, head_fovy_deg, look_and_press)
+    from memorywam_ros.sim import tasks
+
+    if task not in tasks.SCRIPTED:
+        raise SystemExit(f"no scripted demonstrator for task {task!r} (only {', '.join(tasks.SCRIPTED)})")
+    sim = tasks.make_sim(task, camera_sizes, head_fovy_deg, look_and_press)
+    dry_run = tasks.scripted_success(task)
     out.mkdir(parents=True, exist_ok=True)
     max_attempts = max_attempts if max_attempts is not None else 3 * episodes + 10
     stats: list[EpisodeStats] = []
@@ -277,14 +253,15 @@ def generate(
     return stats
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="memorywam-sim-demos",
         description="Scripted gym-aloha demonstrations as rosbag2 MCAP bags (robot topics and types).",
     )
     p.add_argument("--episodes", type=int, required=True, help="number of bags to write")
     p.add_argument("--out", type=Path, required=True, help="output directory (one bag directory per episode)")
-    p.add_argument("--task", default="transfer_cube", choices=list(TASKS))
+    p.add_argument("--task", default="transfer_cube", choices=["transfer_cube", "look_and_press"],
+                   help="a task with a scripted demonstrator (sim/tasks.py SCRIPTED)")
     p.add_argument("--seed", type=int, default=0, help="first seed; episodes use consecutive seeds")
     p.add_argument("--keep-failed", action="store_true", help="also keep episodes the env did not mark successful")
     p.add_argument("--camera-rate", type=float, default=DEFAULT_CAMERA_RATE, help="image rate, Hz (default 30)")
@@ -304,6 +281,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="look_and_press: chunks (1.6 s) the arms wait after the cue before pressing (default 2)")
     p.add_argument("--no-compress", action="store_true", help="write uncompressed MCAP chunks")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     a = p.parse_args(argv)
     if a.episodes < 1:
         p.error("--episodes must be >= 1")

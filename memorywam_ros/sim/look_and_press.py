@@ -46,7 +46,7 @@ from gym_aloha import constants as aloha_constants
 from gym_aloha.tasks import sim as aloha_tasks
 
 from memorywam_ros.sim.aloha import CAMERAS, GYM_ALOHA_HEAD_FOVY_DEG, AlohaSim, Observation
-from memorywam_ros.sim.memory_transfer import CHUNK, frame_of_row
+from memorywam_ros.sim.rows import CHUNK, frame_of_row
 from memorywam_ros.sim.scripted import (
     CONTROL_HZ,
     GRIPPER_CLOSED,
@@ -58,6 +58,7 @@ from memorywam_ros.sim.scripted import (
     dart_noise,
     tool_rotation,
 )
+from memorywam_ros.sim.stages import LOOK_AND_PRESS_TIMING
 
 __all__ = [
     "BUTTON_XY",
@@ -96,9 +97,9 @@ PRESS_DEPTH_M = 0.01  # ... or this far into it
 PRESS_XY_MARGIN_M = 0.01  # ... and within its footprint grown by this
 PRESS_HOLD_S = 0.3
 PRESS_CLEARANCE_M = 0.025  # scripted press: tool point this far above the top (fingertips ~at the top)
-CUE_START = 0
-CUE_FRAMES = 2
-DELAY_CHUNKS = 2
+CUE_START = LOOK_AND_PRESS_TIMING["cue_start"]
+CUE_FRAMES = LOOK_AND_PRESS_TIMING["cue_frames"]
+DELAY_CHUNKS = LOOK_AND_PRESS_TIMING["delay_chunks"]
 INSTRUCTION = "look at the signal panel and press the button of the colour it showed with the right arm"
 
 _PREFIXES = ("vx300s_left/", "vx300s_right/")
@@ -159,7 +160,8 @@ class LookAndPressSim(AlohaSim):
 
     def __init__(self, camera_sizes: Mapping[str, tuple[int, int]] | None = None, fast_render: bool = True,
                  head_fovy_deg: float = GYM_ALOHA_HEAD_FOVY_DEG, cue_start: int = CUE_START,
-                 cue_frames: int = CUE_FRAMES, delay_chunks: int = DELAY_CHUNKS) -> None:
+                 cue_frames: int = CUE_FRAMES, delay_chunks: int = DELAY_CHUNKS,
+                 clock_on_engage: bool = False) -> None:
         if cue_start < 0 or cue_frames < 1 or delay_chunks < 0:
             raise ValueError(f"need cue_start >= 0, cue_frames >= 1, delay_chunks >= 0; got {cue_start}, "
                              f"{cue_frames}, {delay_chunks}")
@@ -172,6 +174,8 @@ class LookAndPressSim(AlohaSim):
         self.cue_frames = int(cue_frames)
         self.delay_chunks = int(delay_chunks)
         self.row_dt = 1.0 / CONTROL_HZ
+        self.clock_on_engage = bool(clock_on_engage)
+        self._t0: float | None = 0.0  # sim time of the episode's row 0 (None: not engaged yet)
         m = self._model
         self._panel = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, "lp_panel")
         self._gripper = [m.body(p + "gripper_link").id for p in _PREFIXES]
@@ -196,9 +200,20 @@ class LookAndPressSim(AlohaSim):
         return self.cue_start <= frame_of_row(row) < self.cue_start + self.cue_frames
 
     def cue_lit(self, time_s: float | None = None) -> bool:
-        """Panel lit at sim time `time_s` (default now): a time in (row t-1, row t] belongs to row t."""
+        """Panel lit at sim time `time_s` (default now): a time in (row t-1, row t] after the episode's
+        row 0 belongs to row t; dark before the clock started (`engage`)."""
         t = self.time_s if time_s is None else time_s
-        return self.cue_lit_row(max(0, math.ceil(t / self.row_dt - _EPS)))
+        if self._t0 is None or t < self._t0 - _EPS:
+            return False
+        return self.cue_lit_row(max(0, math.ceil((t - self._t0) / self.row_dt - _EPS)))
+
+    def engage(self) -> None:
+        """The robot took its first command of the episode. With `clock_on_engage` (the simulator node)
+        the cue clock starts now, so the panel's timing is relative to the policy's own first
+        observation, as in the demonstrations (whose row 0 is the reset), whatever the delay between a
+        reset and the policy being enabled; otherwise (scripted runs) it started at the reset."""
+        if self._t0 is None:
+            self._t0 = self.time_s
 
     def _apply_panel(self, time_s: float) -> None:
         self._model.geom_rgba[self._panel] = CUE_RGBA[self.cue_name] if self.cue_lit(time_s) else DARK_RGBA
@@ -218,6 +233,7 @@ class LookAndPressSim(AlohaSim):
         if self.cue not in range(len(CUES)):
             raise ValueError(f"cue {cue} not in 0..{len(CUES) - 1}")
         self._reset_presses()
+        self._t0 = None if self.clock_on_engage else 0.0
         obs = super().reset(seed, render=render)
         self.physics.forward()  # body poses of the reset state (the press test reads them)
         return obs

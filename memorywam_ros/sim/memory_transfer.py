@@ -76,6 +76,7 @@ from memorywam_ros.runtime.chunk_executor import observation_substeps
 from memorywam_ros.runtime.mosaic import compose_mosaic
 from memorywam_ros.runtime.vae import FRAMES_FIRST, FRAMES_PER_LATENT
 from memorywam_ros.sim.aloha import AlohaSim
+from memorywam_ros.sim.rows import CHUNK, frame_of_row
 from memorywam_ros.sim.scripted import CONTROL_HZ, TCP_OFFSET, ScriptedTransferCube
 
 __all__ = [
@@ -97,7 +98,6 @@ __all__ = [
     "scripted_episode",
 ]
 
-CHUNK = 16  # control rows per action chunk = per latent frame (the robot's chunk)
 MOSAIC_SIZE = (192, 160)  # (H, W): head 128x160, wrists 64x80
 ANCHOR_FRAMES = 1  # latent frames with a live head camera (= the memory's n_init)
 DELAY_CHUNKS = 2  # chunks the arms wait at home before the scripted reach starts (>= n_recent)
@@ -109,13 +109,6 @@ _RIGHT_GRIPPER = "vx300s_right/gripper_link"
 
 
 # ------------------------------------------------------------------------------------ alignment
-def frame_of_row(t: int, chunk: int = CHUNK) -> int:
-    """Latent frame an observation at control row t belongs to (row 0 -> 0, rows 16(j-1)+1 .. 16j -> j)."""
-    if t < 0:
-        raise ValueError(f"row {t} < 0")
-    return -(-t // chunk)
-
-
 def num_latent_frames(num_rows: int, chunk: int = CHUNK) -> int:
     """Latent frames of an episode of `num_rows` command rows (each frame needs all its mosaics)."""
     return 0 if num_rows < 1 else 1 + (num_rows - 1) // chunk

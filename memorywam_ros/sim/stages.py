@@ -1,8 +1,10 @@
-"""What a simulated episode's highest reward stage means (no MuJoCo import: the demo uses it)."""
+"""Facts about the simulated tasks that the closed-loop supervisor needs without importing MuJoCo
+(`memorywam-demo` runs the simulator in another process): what an episode's highest reward stage
+means, and Look-and-Press's default cue timing (sim/look_and_press.py uses the same numbers)."""
 
 from __future__ import annotations
 
-__all__ = ["MAX_REWARD", "REWARD_STAGES"]
+__all__ = ["LOOK_AND_PRESS_TIMING", "MAX_REWARD", "REWARD_STAGES"]
 
 MAX_REWARD = 4  # both gym-aloha tasks: reward == 4 is success (`info["is_success"]`)
 
@@ -23,3 +25,9 @@ REWARD_STAGES: dict[str, tuple[str, ...]] = {
                        "pressed the cued button, but touched the other too", "success"),
 }
 """What each highest reward reached in an episode means: the failure breakdown of closed-loop runs."""
+
+LOOK_AND_PRESS_TIMING: dict[str, int] = {"cue_start": 2, "cue_frames": 2, "delay_chunks": 5}
+"""Look-and-Press's default cue timing in latent frames / chunks of 1.6 s: the panel lights in frames
+2-3 (after the 2 anchor frames: only gists can carry it), the demonstrations wait 5 chunks in the
+dark, then press (chunk 9, ~14 s in). The shipped checkpoint (checkpoints/sim_look_and_press) is
+trained with it."""
