@@ -178,6 +178,104 @@ def plot(cells: list[dict], passkey: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def probe(args: argparse.Namespace) -> dict:
+    """Is the cue readable from one latent frame? Leave-one-out ridge classifier per frame index.
+
+    Features: each of the 48 latent channels averaged over a 2 x 2 grid of the frame (192 values:
+    the panel is a large uniform colour, so this is what a reader of the whole frame could use),
+    standardised; labels: the episode's cue (from its seed). Frames whose latents do not carry the cue
+    sit near 50 %. Also how strongly: the two cue classes' mean difference relative to the latents'
+    rms (the scenes are deterministic, so the classifier reads any nonzero difference). At the press
+    (chunk P = cue start + cue frames + delay) the window policy reaches frames P-2..P
+    (num_layers * (N_recent - 1) + 1 = 3 with config/train_look_and_press.yaml): if those carry no
+    cue, nothing but the memory (anchors, gists, full) brings it to the decision. The streaming VAE's
+    causal convolutions are a memory of their own (their cache chains back ~21 latent frames with the
+    tiny random VAE), which this measures.
+    """
+    from safetensors.numpy import load_file
+
+    from memorywam_ros.sim.look_and_press import cue_of_seed
+
+    files = sorted(Path(args.latents).glob("*.safetensors"))
+    if len(files) < 10:
+        raise SystemExit(f"{args.latents}: need >= 10 latent files, found {len(files)}")
+    feats, labels = [], []
+    for f in files:
+        lat = load_file(str(f))["latents"]  # (F, C, H, W)
+        F, C, H, W = lat.shape
+        pooled = lat[:, :, : H // 2 * 2, : W // 2 * 2].reshape(F, C, 2, H // 2, 2, W // 2).mean((3, 5))
+        feats.append(pooled.reshape(F, -1))
+        labels.append(cue_of_seed(int(f.stem.rsplit("seed_", 1)[1])))
+    n_frames = min(x.shape[0] for x in feats)
+    y = np.array(labels, dtype=np.float64) * 2 - 1
+    decision = args.cue_start + args.cue_frames + args.delay_chunks
+    per_frame = []
+    for j in range(n_frames):
+        x = np.stack([f[j] for f in feats]).astype(np.float64)
+        x = (x - x.mean(0)) / (x.std(0) + 1e-6)
+        correct = 0.0
+        for i in range(len(y)):  # leave-one-out ridge regression on +-1 labels
+            keep = np.arange(len(y)) != i
+            a = x[keep]
+            w = np.linalg.solve(a.T @ a + args.ridge * np.eye(a.shape[1]), a.T @ y[keep])
+            guess = np.sign(x[i] @ w)
+            correct += 0.5 if guess == 0 else float(guess == y[i])  # no information: a coin flip
+        k, n = correct, len(y)
+        reach = decision - 2 <= j <= decision
+        # how strongly: rms of the difference of the two cue classes' mean latents, relative to the
+        # latents' rms (the scenes are deterministic, so any nonzero difference is linearly readable)
+        lat = np.stack([load_file(str(f))["latents"][j] for f in files]).astype(np.float64)
+        cue = np.array(labels)
+        diff = np.sqrt(((lat[cue == 0].mean(0) - lat[cue == 1].mean(0)) ** 2).mean()) / np.sqrt((lat**2).mean())
+        per_frame.append({"frame": j, "accuracy": k / n, "ci95": list(wilson(k, n)), "relative_cue_difference":
+                          float(diff), "in_window_at_press": reach})
+        print(f"frame {j:2d}: {k}/{n} = {k / n:.0%}, cue difference {diff:.1e} of the latents' rms"
+              f"{'   <- window reach at the press' if reach else ''}")
+    out = {"latents": _rel(args.latents), "episodes": len(y), "cue_balance": float(np.mean(labels)),
+           "press_chunk": decision, "ridge": args.ridge, "features": "48 channels x 2x2 spatial means",
+           "command": "python bench/look_and_press.py " + " ".join(sys.argv[1:]), "per_frame": per_frame}
+    path = RESULTS / f"look_and_press_vae_probe_c{args.cue_start}.json"
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {_rel(path)}")
+    return out
+
+
+def decide(args: argparse.Namespace) -> dict:
+    """Open loop, no ROS: does the checkpoint's press chunk follow the cue? For each precomputed demo
+    episode, the policy observes its latents and joint states up to the press chunk P (the real
+    `Policy.observe` / `act` path, committed prefix = the demo's previous commands) and samples chunk P;
+    the decision is the cue whose mean demonstrated chunk P is nearer. Cue balance and the two
+    templates' distance say how much there is to tell apart."""
+    import torch
+    from safetensors.numpy import load_file
+
+    from memorywam_ros.runtime.policy import Policy
+    from memorywam_ros.sim.look_and_press import CUES, cue_of_seed
+
+    files = sorted(Path(args.latents).glob("*.safetensors"))[: args.limit]
+    press = args.cue_start + args.cue_frames + args.delay_chunks
+    eps = [(load_file(str(f)), cue_of_seed(int(f.stem.rsplit("seed_", 1)[1]))) for f in files]
+    templates = [np.mean([d["actions"][press] for d, c in eps if c == k], 0) for k in range(len(CUES))]
+    policy = Policy.from_pretrained(args.model, device="cpu")
+    prefix = policy.committed_prefix
+    decided, per_cue = [], {name: [0, 0] for name in CUES}
+    for d, cue in eps:
+        policy.reset(policy.instructions[0])
+        for j in range(press + 1):
+            policy.observe(latent=torch.from_numpy(d["latents"][j]), joint_state=d["proprio"][j])
+        chunk = policy.act(d["actions"][press - 1][-prefix:] if prefix else None)
+        guess = int(np.argmin([np.abs(chunk - t).mean() for t in templates]))
+        decided.append(guess == cue)
+        per_cue[CUES[cue]][0] += int(guess == cue)
+        per_cue[CUES[cue]][1] += 1
+    k, n = sum(decided), len(decided)
+    out = {"model": _rel(args.model), "latents": _rel(args.latents), "press_chunk": press, "episodes": n,
+           "correct": k, "accuracy": k / n, "ci95": list(wilson(k, n)), "per_cue_correct": per_cue,
+           "template_distance_rad": float(np.abs(templates[0] - templates[1]).mean())}
+    print(json.dumps(out))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="mode", required=True)
@@ -191,7 +289,26 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--block", type=int, default=25, help="episodes per memorywam-demo run (saved after each)")
     e.add_argument("--torch-threads", type=int, default=1)
     sub.add_parser("table", help="the table and plot from every cell")
+    q = sub.add_parser("probe", help="is the cue readable from each latent frame (the VAE's own memory)?")
+    q.add_argument("--latents", required=True, help="memorywam-precompute output of the Look-and-Press demos")
+    q.add_argument("--cue-start", type=int, required=True)
+    q.add_argument("--cue-frames", type=int, default=2)
+    q.add_argument("--delay-chunks", type=int, default=5)
+    q.add_argument("--ridge", type=float, default=10.0)
+    o = sub.add_parser("decide", help="open loop on demo latents: does the press chunk follow the cue?")
+    o.add_argument("--model", required=True)
+    o.add_argument("--latents", required=True)
+    o.add_argument("--cue-start", type=int, required=True)
+    o.add_argument("--cue-frames", type=int, default=2)
+    o.add_argument("--delay-chunks", type=int, default=5)
+    o.add_argument("--limit", type=int, default=20, help="episodes (the first N files)")
     a = p.parse_args(argv)
+    if a.mode == "decide":
+        decide(a)
+        return 0
+    if a.mode == "probe":
+        probe(a)
+        return 0
     if a.mode == "eval":
         evaluate(a)
     table(a)

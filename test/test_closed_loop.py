@@ -66,3 +66,35 @@ def test_demo_task_options_reach_the_simulator_and_set_the_timeout():
     assert b.task == "transfer_cube" and demo.default_model(b.task) == CHECKPOINT and demo.episode_timeout(b) == 25.0
     with pytest.raises(SystemExit):
         demo.main(["--cue-start", "1"])  # a TransferCube run has no cue
+
+
+@pytest.mark.slow
+def test_look_and_press_closed_loop_episode(tmp_path):
+    """`memorywam-demo --task look_and_press` from a clone: the shipped hybrid checkpoint drives the
+    Look-and-Press simulator over ROS 2 through the cue, the dark delay and the press decision (the
+    episode is cut 2 s after the press chunk is due). Asserts the loop (chunks, commands, limits, the
+    task's stages and the policy's cache reported), not the button it chose."""
+    pytest.importorskip("rclpy")
+    pytest.importorskip("gym_aloha")
+    from memorywam_ros.sim.stages import LOOK_AND_PRESS_TIMING, REWARD_STAGES
+
+    model = REPO / "checkpoints" / "sim_look_and_press"
+    assert (model / "memorywam.json").is_file(), "the Look-and-Press checkpoint ships with the repository"
+    t = LOOK_AND_PRESS_TIMING
+    timeout = 1.6 * (t["cue_start"] + t["cue_frames"] + t["delay_chunks"]) + 3.0
+    results = tmp_path / "lp.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "memorywam_ros.ros.demo", "--task", "look_and_press", "--episodes", "1",
+         "--episode-timeout", f"{timeout:.1f}", "--results", str(results), "--log-dir", str(tmp_path / "logs")],
+        env={**os.environ, "MUJOCO_GL": "egl"}, capture_output=True, text=True, timeout=BUDGET_S,
+    )
+    logs = "\n".join(p.read_text()[-3000:] for p in (tmp_path / "logs").glob("*.log"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:] + logs
+    result = json.loads(results.read_text())
+    episode = result["per_episode"][0]
+    assert result["task"] == "look_and_press" and result["look_and_press"] == t
+    assert result["model"] == "checkpoints/sim_look_and_press"
+    assert episode["stage"] in REWARD_STAGES["look_and_press"]
+    assert episode["chunks"] >= t["cue_start"] + t["cue_frames"] + t["delay_chunks"] - 1, (result, logs)
+    assert result["violations"] == []
+    assert episode["cache_bytes_end"] and episode["cache_bytes_end"] > 0  # the memory held something
