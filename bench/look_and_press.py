@@ -231,7 +231,9 @@ def probe(args: argparse.Namespace) -> dict:
                           float(diff), "in_window_at_press": reach})
         print(f"frame {j:2d}: {k}/{n} = {k / n:.0%}, cue difference {diff:.1e} of the latents' rms"
               f"{'   <- window reach at the press' if reach else ''}")
+    decay = vae_memory(args.vae) if args.vae else None
     out = {"latents": _rel(args.latents), "episodes": len(y), "cue_balance": float(np.mean(labels)),
+           "vae_memory": decay,
            "press_chunk": decision, "ridge": args.ridge, "features": "48 channels x 2x2 spatial means",
            "command": "python bench/look_and_press.py " + " ".join(sys.argv[1:]), "per_frame": per_frame}
     path = RESULTS / f"look_and_press_vae_probe_c{args.cue_start}.json"
@@ -276,6 +278,33 @@ def decide(args: argparse.Namespace) -> dict:
     return out
 
 
+def vae_memory(vae_dir: str, frames: int = 30) -> dict:
+    """How long the streaming VAE remembers a colour: stream two synthetic episodes (a fixed random
+    texture whose top 100 rows show orange or blue in latent frames 0-1, dark after) through
+    `StreamingVAEEncoder` and report, per latent frame, the rms of the two episodes' latent
+    difference relative to the latents' rms (0 once the causal conv caches no longer reach the cue)."""
+    import torch
+
+    from memorywam_ros.runtime.vae import StreamingVAEEncoder
+
+    torch.set_num_threads(1)
+    enc = StreamingVAEEncoder.from_pretrained(vae_dir)
+    base = (np.random.default_rng(0).random((384, 320, 3)) * 120).astype(np.uint8)
+    runs = []
+    for colour in ((183, 76, 0), (0, 133, 183)):
+        lit, dark = base.copy(), base.copy()
+        lit[:100], dark[:100] = colour, 5
+        enc.reset()
+        lat = [enc.encode(lit[None])[:, 0]]
+        lat += [enc.encode(np.stack([lit if j <= 1 else dark] * 4))[:, 0] for j in range(1, frames)]
+        runs.append(torch.stack(lat).double())
+    rel = ((runs[0] - runs[1]).pow(2).mean((1, 2, 3)).sqrt() / runs[0].pow(2).mean((1, 2, 3)).sqrt()).tolist()
+    last = max((j for j, r in enumerate(rel) if r > 0), default=-1)
+    print("VAE memory (relative cue difference per latent frame, cue in frames 0-1): "
+          + " ".join(f"{r:.1e}" for r in rel))
+    return {"vae": _rel(vae_dir), "relative_difference": rel, "last_nonzero_frame": last}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="mode", required=True)
@@ -295,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--cue-frames", type=int, default=2)
     q.add_argument("--delay-chunks", type=int, default=5)
     q.add_argument("--ridge", type=float, default=10.0)
+    q.add_argument("--vae", default=None, help="also measure this VAE's memory on a synthetic colour cue")
     o = sub.add_parser("decide", help="open loop on demo latents: does the press chunk follow the cue?")
     o.add_argument("--model", required=True)
     o.add_argument("--latents", required=True)

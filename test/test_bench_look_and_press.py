@@ -1,0 +1,66 @@
+"""bench/look_and_press.py: the table counts episodes across resumed blocks, the probe reads what is there.
+
+The closed-loop numbers are the benchmark's business (bench/results/look_and_press.md); here: a cell
+saved in blocks is summed into one success rate with its Wilson interval, the stages and the cache at
+episode end, and the per-frame probe says 50 % where two cue classes' latents are identical and 100 %
+where they differ.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+import look_and_press as lp_bench
+
+
+def _episode(seed: int, success: bool, cache: int) -> dict:
+    return {"seed": seed, "success": success, "stage": "success" if success else "touched the wrong button only",
+            "cache_bytes_end": cache}
+
+
+def test_cell_blocks_are_summed_into_one_rate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lp_bench, "CELLS", tmp_path / "cells")
+    monkeypatch.setattr(lp_bench, "RESULTS", tmp_path)
+    cell = {"policy": "window", "cue_start": 2, "model": "m", "command": "c", "blocks": [
+        {"per_episode": [_episode(1, True, 100), _episode(2, False, 100)], "chunk_latency": {"n": 5, "p50_ms": 900.0},
+         "violations": [], "cache_bytes_end_max": 100, "commands": 10},
+        {"per_episode": [_episode(3, True, 300)], "chunk_latency": {"n": 5, "p50_ms": 1100.0},
+         "violations": ["x"], "cache_bytes_end_max": 300, "commands": 10}]}
+    lp_bench.cell_path(2, "window").parent.mkdir(parents=True)
+    lp_bench.cell_path(2, "window").write_text(json.dumps(cell))
+    monkeypatch.setattr(lp_bench, "passkey_cells", lambda: [])
+    out = lp_bench.table(None)
+    (row,) = out["look_and_press"]
+    assert (row["successes"], row["episodes"]) == (2, 3)
+    lo, hi = row["ci95"]
+    assert 0.2 < lo < 2 / 3 < hi < 1.0  # Wilson around 2/3 with n = 3
+    assert row["stages"] == {"success": 2, "touched the wrong button only": 1}
+    assert row["cache_bytes_end_median"] == 100 and row["violations"] == 1 and row["latency_p50_ms"] == 1000.0
+    assert "| cue after the anchors (frames 2-3) | window | 67% (2/3) |" in (tmp_path / "look_and_press.md").read_text()
+    assert (tmp_path / "look_and_press.png").stat().st_size > 0
+
+
+def test_probe_is_chance_where_the_classes_are_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("gym_aloha")
+    from safetensors.numpy import save_file
+
+    from memorywam_ros.sim.look_and_press import cue_of_seed
+
+    monkeypatch.setattr(lp_bench, "RESULTS", tmp_path)
+    rng = np.random.default_rng(0)
+    scene = rng.normal(size=(4, 48, 4, 4)).astype(np.float32)
+    for seed in range(1000, 1016):
+        lat = scene.copy()
+        lat[2, :, :2] += 0.3 * (1 if cue_of_seed(seed) else -1)  # frame 2 carries the cue, the others not
+        save_file({"latents": lat}, str(tmp_path / f"episode_seed_{seed}.safetensors"))
+    args = type("A", (), {"latents": str(tmp_path), "cue_start": 0, "cue_frames": 1, "delay_chunks": 1,
+                          "ridge": 10.0, "vae": None})()
+    acc = [f["accuracy"] for f in lp_bench.probe(args)["per_frame"]]
+    assert acc == [0.5, 0.5, 1.0, 0.5]
