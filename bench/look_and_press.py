@@ -199,9 +199,10 @@ def probe(args: argparse.Namespace) -> dict:
     files = sorted(Path(args.latents).glob("*.safetensors"))
     if len(files) < 10:
         raise SystemExit(f"{args.latents}: need >= 10 latent files, found {len(files)}")
-    feats, labels = [], []
+    feats, labels, latents = [], [], []
     for f in files:
         lat = load_file(str(f))["latents"]  # (F, C, H, W)
+        latents.append(lat)
         F, C, H, W = lat.shape
         pooled = lat[:, :, : H // 2 * 2, : W // 2 * 2].reshape(F, C, 2, H // 2, 2, W // 2).mean((3, 5))
         feats.append(pooled.reshape(F, -1))
@@ -224,7 +225,7 @@ def probe(args: argparse.Namespace) -> dict:
         reach = decision - 2 <= j <= decision
         # how strongly: rms of the difference of the two cue classes' mean latents, relative to the
         # latents' rms (the scenes are deterministic, so any nonzero difference is linearly readable)
-        lat = np.stack([load_file(str(f))["latents"][j] for f in files]).astype(np.float64)
+        lat = np.stack([x[j] for x in latents]).astype(np.float64)
         cue = np.array(labels)
         diff = np.sqrt(((lat[cue == 0].mean(0) - lat[cue == 1].mean(0)) ** 2).mean()) / np.sqrt((lat**2).mean())
         per_frame.append({"frame": j, "accuracy": k / n, "ci95": list(wilson(k, n)), "relative_cue_difference":

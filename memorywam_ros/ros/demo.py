@@ -168,20 +168,18 @@ def _repo_relative(path: str | Path) -> str:
     return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p)
 
 
+def _diagnostic_int(e: Episode, key: str, when: str = "end") -> int | None:
+    """A policy /diagnostics value before enabling ("start") or after the episode ("end"); None: not reported."""
+    try:
+        return int(e.diagnostics[when][key])
+    except (KeyError, ValueError):
+        return None
+
+
 def _counter_delta(e: Episode, key: str) -> int | None:
     """A policy /diagnostics counter's change over the episode (None: not reported)."""
-    try:
-        return int(e.diagnostics["end"][key]) - int(e.diagnostics["start"][key])
-    except (KeyError, ValueError):
-        return None
-
-
-def _diagnostic_int(e: Episode, key: str) -> int | None:
-    """A policy /diagnostics value at the episode's end (None: not reported)."""
-    try:
-        return int(e.diagnostics["end"][key])
-    except (KeyError, ValueError):
-        return None
+    end, start = _diagnostic_int(e, key), _diagnostic_int(e, key, "start")
+    return None if end is None or start is None else end - start
 
 
 def summarize(episodes: list[Episode], args: argparse.Namespace) -> dict:

@@ -19,15 +19,20 @@ from typing import Any
 from memorywam_ros.sim import look_and_press as lp
 from memorywam_ros.sim import scripted
 from memorywam_ros.sim.aloha import GYM_ALOHA_HEAD_FOVY_DEG, AlohaSim
+from memorywam_ros.sim.stages import LOOK_AND_PRESS_TIMING
 
 __all__ = ["OPTIONS", "SCRIPTED", "TASKS", "make_sim", "scripted_policy", "scripted_success"]
 
 TASKS = ("transfer_cube", "insertion", "look_and_press")
-SCRIPTED = ("transfer_cube", "look_and_press")  # the tasks with a scripted demonstrator
+SCRIPTED: dict[str, tuple[Callable[[float], Any], Callable[..., Any]]] = {
+    # task -> (demonstrator class taking the control rate, its dry run (sim, seed, dart=) -> result with .success)
+    "transfer_cube": (scripted.ScriptedTransferCube, scripted.run_scripted_episode),
+    "look_and_press": (lp.ScriptedLookAndPress, lp.run_scripted_episode),
+}
 OPTIONS: dict[str, dict[str, int]] = {  # task -> option -> default
     "transfer_cube": {},
     "insertion": {},
-    "look_and_press": {"cue_start": lp.CUE_START, "cue_frames": lp.CUE_FRAMES, "delay_chunks": lp.DELAY_CHUNKS},
+    "look_and_press": dict(LOOK_AND_PRESS_TIMING),
 }
 
 
@@ -50,19 +55,18 @@ def make_sim(task: str, camera_sizes: Mapping[str, tuple[int, int]] | None = Non
     return AlohaSim(task, camera_sizes=camera_sizes, head_fovy_deg=fovy)
 
 
+def _scripted(task: str) -> tuple[Callable[[float], Any], Callable[..., Any]]:
+    if task not in SCRIPTED:
+        raise ValueError(f"no scripted demonstrator for task {task!r} (only {', '.join(SCRIPTED)})")
+    return SCRIPTED[task]
+
+
 def scripted_policy(sim: AlohaSim, hz: float) -> Any:
     """The task's scripted demonstrator (`reset(sim)`, `act(sim)`, `num_steps` after reset)."""
-    if sim.task_name == "look_and_press":
-        return lp.ScriptedLookAndPress(hz)
-    if sim.task_name == "transfer_cube":
-        return scripted.ScriptedTransferCube(hz)
-    raise ValueError(f"no scripted demonstrator for task {sim.task_name!r} (only {', '.join(SCRIPTED)})")
+    return _scripted(sim.task_name)[0](hz)
 
 
 def scripted_success(task: str) -> Callable[[AlohaSim, int, float], bool]:
     """A dry run of the scripted demonstrator without rendering: (sim, seed, dart) -> success."""
-    if task == "look_and_press":
-        return lambda sim, seed, dart: lp.run_scripted_episode(sim, seed, dart=dart).success
-    if task == "transfer_cube":
-        return lambda sim, seed, dart: scripted.run_scripted_episode(sim, seed, dart=dart).success
-    raise ValueError(f"no scripted demonstrator for task {task!r} (only {', '.join(SCRIPTED)})")
+    run = _scripted(task)[1]
+    return lambda sim, seed, dart: run(sim, seed, dart=dart).success
