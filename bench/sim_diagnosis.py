@@ -3,6 +3,7 @@
     .venv/bin/python bench/sim_diagnosis.py probe                      # ~1 min: is the cube's position readable?
     .venv/bin/python bench/sim_diagnosis.py open-loop --episodes 10    # ~1 min: teacher-forced error per chunk
     .venv/bin/python bench/sim_diagnosis.py ideal --episodes 20        # ~3 min: closed loop, the sim waits
+    .venv/bin/python bench/sim_diagnosis.py readout --seeds 90         # ~3 min: does chunk 0 look at the cube?
     .venv/bin/python bench/sim_diagnosis.py failures bench/results/realtime_closed_loop_l0.json   # breakdown
 
 `probe` (can the cube position be read?): for `--seeds` simulator seeds (0.., disjoint from the
@@ -36,6 +37,18 @@ measured joints than the robot file's max_start_distance (the node would refuse 
 boundary step |first target of chunk j+1 - last of chunk j| (max over joints) against the steps
 inside chunks. A committed-prefix model is given the running chunk's last ℓ targets (the hold pose
 before the first chunk), as the node does; in `open-loop` the demonstration's.
+
+`readout` (does the first chunk depend on the cube? the one chunk planned from the image alone:
+at the first observation the arms are at home, the proprio and the committed prefix are the same
+in every episode): for `--seeds` seeds (0..) the model's chunk 0 against the scripted plan's
+first 16 targets. Reports (1) the follow slope of the right tool point at the chunk's end on the
+demonstration's (1: goes where the demo goes, 0: the same plan whatever the image) and the spread
+of both across seeds; (2) how much the chunk changes when the head tile is black; (3) ridge
+readouts of the cube (x, y) (as in `probe`) from the model's own features: the video expert's last
+layer on frame 0 (all tokens: a position-aware readout; their mean: what a readout that does not
+know which token it reads gets) and the action expert's last layer on the chunk at the last
+denoising step (the tokens the action head decodes). Video tokens that hold the cube and action
+tokens that do not locate the loss in the action expert's read of the video.
 
 `failures`: the closed-loop breakdown of a `bench/realtime.py closed-loop` / `memorywam-demo
 --results` JSON: the highest reward stage per episode (sim/stages.py: never touched the cube,
@@ -286,6 +299,113 @@ def ideal(args: argparse.Namespace) -> dict:
             "stages": stages, "step_rad": steps, "per_episode": episodes}
 
 
+def follow_slope(demo: np.ndarray, model: np.ndarray) -> list[float]:
+    """Per axis, the least-squares slope of the model's points (S, D) on the demonstration's: 1 when
+    the model goes where the demonstration goes, 0 when it goes to the same place whatever the
+    episode (blind), between for a shrunken guess."""
+    return [float(np.polyfit(demo[:, a], model[:, a], 1)[0]) for a in range(demo.shape[1])]
+
+
+def _capture_last_block(blocks, store: dict, key: str) -> None:
+    """Record the output of the last block of an expert each time it runs (`store[key]`). The
+    experts call their blocks' pieces directly (no module __call__, so no forward hook fires):
+    this wraps the instance's `finish`, on this policy object only."""
+    block = blocks[-1]
+    finish = block.finish
+
+    def wrapped(*a, **kw):
+        out = finish(*a, **kw)
+        store[key] = out.detach().float().clone()
+        return out
+
+    block.finish = wrapped
+
+
+def readout(args: argparse.Namespace) -> dict:
+    """Does the first chunk depend on where the cube is? (The one chunk planned from the image alone.)"""
+    import torch
+
+    from memorywam_ros.runtime.chunk_executor import frame_rows
+    from memorywam_ros.runtime.mosaic import compose_mosaic
+    from memorywam_ros.runtime.policy import Policy
+    from memorywam_ros.sim.aloha import AlohaSim
+    from memorywam_ros.sim.scripted import ArmIK, ScriptedTransferCube
+
+    torch.set_num_threads(args.torch_threads)
+    policy = Policy.from_pretrained(args.model, device="cpu")
+    manifest = json.loads((Path(args.model) / "memorywam.json").read_text())
+    lead = int(manifest.get("observation_lead", 0))
+    k = policy.chunk_size
+    h, w = policy.image_size
+    L = policy.model.config.tokens_per_frame
+    p = policy.committed_prefix
+    store: dict[str, torch.Tensor] = {}
+    _capture_last_block(policy.model.video.blocks, store, "video")
+    _capture_last_block(policy.model.action.blocks, store, "action")
+    cubes, demo_tool, model_tool, blind_delta = [], [], [], []
+    feats: dict[str, list[np.ndarray]] = {"video tokens (last layer, frame 0)": [],
+                                          "video tokens (last layer, frame 0), mean": [],
+                                          "action tokens (last layer, last step), mean": [],
+                                          "action tokens (last layer, last step), all": []}
+    chunks, demo_chunks = [], []
+    with AlohaSim(head_fovy_deg=args.fovy) as sim:
+        ik = ArmIK(sim.model, 1)
+        for seed in range(args.seed, args.seed + args.seeds):
+            sim.reset(seed, render=False)
+            cubes.append(sim.env_state[:2] * 100.0)
+            im = sim.render()
+            q0 = sim.qpos
+            committed = np.tile(q0, (p, 1)) if p else None
+            n = len(frame_rows(0, k, lead))  # chunk 0's observation: the first image, as the node sees it
+            out = {}
+            for name, head in (("real", im["top"]), ("black head", np.zeros_like(im["top"]))):
+                policy.reset(policy.instructions[0])
+                policy.observe(np.stack([compose_mosaic(head, im["left_wrist"], im["right_wrist"], h, w)] * n), q0)
+                out[name] = policy.act(committed=committed)
+                if name == "real":
+                    feats["video tokens (last layer, frame 0)"].append(store["video"][0, :L].reshape(-1).numpy())
+                    feats["video tokens (last layer, frame 0), mean"].append(store["video"][0, :L].mean(0).numpy())
+                    a = store["action"][0, p:]
+                    feats["action tokens (last layer, last step), mean"].append(a.mean(0).numpy())
+                    feats["action tokens (last layer, last step), all"].append(a.reshape(-1).numpy())
+            arm = np.r_[0:6, 7:13]
+            blind_delta.append(float(np.abs(out["real"][:, arm] - out["black head"][:, arm]).mean()))
+            chunks.append(out["real"])
+            model_tool.append(ik.tool_pose(out["real"][k - 1, 7:13])[0][:2] * 100.0)
+            demo = ScriptedTransferCube()
+            demo.reset(sim)
+            rows = [demo.act(sim) for _ in range(k)]  # the plan's first chunk (the sim is not stepped)
+            demo_chunks.append(np.array(rows))
+            demo_tool.append(ik.tool_pose(rows[-1][7:13])[0][:2] * 100.0)
+    y = np.array(cubes)
+    dt, mt = np.array(demo_tool), np.array(model_tool)
+    train = 2 * args.seeds // 3
+    probes = {name: ridge_probe(np.stack(x), y, train) for name, x in feats.items()}
+    slope = follow_slope(dt, mt)
+    dc = np.array(demo_chunks)
+    out_d = {"mode": "readout", "model": _rel(args.model), "observation_lead": lead, "committed_prefix": p,
+             "head_fovy_deg": args.fovy, "seeds": [args.seed, args.seed + args.seeds - 1],
+             "tool_at_chunk0_end_cm": {"follow_slope_xy": slope,
+                                        "model_spread_std_xy": mt.std(0).tolist(),
+                                        "demo_spread_std_xy": dt.std(0).tolist(),
+                                        "error_mean": float(np.linalg.norm(mt - dt, axis=1).mean())},
+             "chunk0_arm_rad": {"real_vs_black_head_mean_abs": float(np.mean(blind_delta)),
+                                "demo_spread_mean_abs": float(np.abs(dc - dc.mean(0))[..., np.r_[0:6, 7:13]].mean())},
+             "cube_xy_probes_cm": probes}
+    print(f"chunk 0 from the first image, {args.seeds} seeds from {args.seed} (ℓ = {lead}, prefix {p})")
+    print(f"right tool point at the chunk's end: follow slope x/y {slope[0]:.2f} / {slope[1]:.2f} "
+          f"(1 = goes where the demo goes, 0 = blind); spread std model {mt.std(0).round(2).tolist()} "
+          f"vs demos {dt.std(0).round(2).tolist()} cm; error {out_d['tool_at_chunk0_end_cm']['error_mean']:.1f} cm")
+    print(f"arm targets, real image vs black head tile: {np.mean(blind_delta):.4f} rad mean |diff| "
+          f"(the demos' chunk 0 varies {out_d['chunk0_arm_rad']['demo_spread_mean_abs']:.4f} rad around its mean)")
+    print(f"cube (x, y) ridge readout, {args.seeds - train} held-out seeds, RMSE cm (mean predictor "
+          f"{probes[next(iter(probes))]['mean_predictor_rmse'][0]:.2f} / "
+          f"{probes[next(iter(probes))]['mean_predictor_rmse'][1]:.2f}):")
+    for name, r in probes.items():
+        print(f"  {name}: {r['rmse'][0]:.2f} / {r['rmse'][1]:.2f}")
+    return out_d
+
+
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """95 % Wilson score interval of k successes in n trials."""
     if n == 0:
@@ -336,16 +456,21 @@ def main(argv: list[str] | None = None) -> int:
     ie.add_argument("--seed", type=int, default=6000)
     ie.add_argument("--seconds", type=float, default=19.2, help="episode length (12 chunks)")
     ie.add_argument("--fovy", type=float, default=78.0, help="head framing the checkpoint was trained with")
-    for q in (pr, ol, ie):
+    ro = sub.add_parser("readout")
+    ro.add_argument("--seeds", type=int, default=90)
+    ro.add_argument("--seed", type=int, default=0)
+    ro.add_argument("--fovy", type=float, default=78.0, help="head framing the checkpoint was trained with")
+    for q in (pr, ol, ie, ro):
         q.add_argument("--model", default=str(DEFAULT_MODEL))
         q.add_argument("--torch-threads", type=int, default=2)
     fa = sub.add_parser("failures")
     fa.add_argument("results_json")
-    for q in (pr, ol, ie, fa):
+    for q in (pr, ol, ie, ro, fa):
         q.add_argument("--out", default=None, help="JSON path (default bench/results/sim_diagnosis_<mode>.json)")
     args = p.parse_args(argv)
     os.environ.setdefault("MUJOCO_GL", "egl")
-    result = {"probe": probe, "open-loop": open_loop, "ideal": ideal, "failures": failures}[args.mode](args)
+    result = {"probe": probe, "open-loop": open_loop, "ideal": ideal, "readout": readout,
+              "failures": failures}[args.mode](args)
     result["command"] = " ".join(["bench/sim_diagnosis.py", *(argv if argv is not None else sys.argv[1:])])
     out = Path(args.out) if args.out else RESULTS / f"sim_diagnosis_{args.mode.replace('-', '_')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,10 @@ noise at a uniform ratio s (probability cond_noise_prob, video side only) and sh
 with timestep 1000·s (pitfall 5); frame i+1 is denoised from sigma_v (shifted logit-normal, shift
 5) and action chunk i from sigma_a (shift 1), both drawn per frame. Loss = λv·MSE(video velocity)
 + λa·MSE(action velocity), the action term masked where a chunk runs past the episode's end, the
-video term where frame i+1 does not follow frame i (anchor -> window). No extra loss weighting:
+video term where frame i+1 does not follow frame i (anchor -> window). With state_dropout p, a
+frame's state inputs (proprio token and committed prefix) are zeroed with probability p: a model
+that can continue its own motion from them need not look (the simulated TransferCube policy's
+first chunk ignores the image, bench/sim_diagnosis.py readout). No extra loss weighting:
 sampling sigma from the logit-normal density already is the paper's "logit-normal training
 weight" (model/flow_matching.py). The export writes the run's sampler settings (shift_action,
 shift_video, sample_steps) into the checkpoint manifest; the robot samples with them.
@@ -74,6 +77,9 @@ class TrainConfig:
     shift_action: float = 1.0
     sample_steps: int = 10  # the robot's default Euler steps per chunk (written to the checkpoint with the shifts)
     cond_noise_prob: float = 1.0
+    # probability per frame that the arm's state inputs (proprio token, committed prefix) are replaced
+    # by zeros (the normalised mean): training-time only, against copying one's own motion
+    state_dropout: float = 0.0
     loss_video_weight: float = 1.0
     loss_action_weight: float = 1.0
     # system
@@ -108,6 +114,9 @@ class TrainConfig:
         for key, value in raw.items():  # YAML 1.1 reads "2e-4" (no dot) as a string
             if types[key] in ("float", "int") and isinstance(value, str):
                 raw[key] = float(value) if types[key] == "float" else int(value)
+        for key in ("cond_noise_prob", "state_dropout"):
+            if key in raw and not 0.0 <= float(raw[key]) <= 1.0:
+                raise SystemExit(f"{key} is a probability, got {raw[key]}")
         return cls(**raw)
 
 
@@ -147,19 +156,24 @@ def flow_matching_loss(model, batch: dict[str, torch.Tensor], cfg: TrainConfig, 
     target_frames = x[:, 1:]  # chunk i's frame predicts frame i+1
     noise_v = torch.randn(target_frames.shape, generator=gen)
     video = n > 1 and cfg.loss_video_weight > 0
+    proprio, committed = batch["proprio"], batch.get("committed")
+    if cfg.state_dropout > 0:  # drawn last, so runs without it keep their noise stream
+        keep = (torch.rand(b, n, generator=gen) >= cfg.state_dropout).to(proprio.dtype)  # (B, N)
+        proprio = proprio * keep[..., None]
+        committed = committed * keep[..., None, None] if committed is not None else None
 
     to = lambda t: t.to(device, non_blocking=True)  # noqa: E731
     out = model(
         to(cond),
         to(batch["text"]),
-        to(batch["proprio"]),
+        to(proprio),
         to(add_noise(actions, noise_a, sigma_a)),
         to(timestep(sigma_a)),
         frame_ids=to(batch["frame_ids"]),
         cond_timestep=to(timestep(s)),
         noisy_video=to(add_noise(target_frames, noise_v, sigma_v)) if video else None,
         video_timestep=to(timestep(sigma_v)) if video else None,
-        committed=to(batch["committed"]) if "committed" in batch else None,  # clean: no noise, no loss
+        committed=to(committed) if committed is not None else None,  # clean: no noise, no loss
     )
     mask = to(batch["action_mask"] & batch["frame_valid"][..., None]).float()  # (B, N, K)
     err_a = (out.action_velocity.float() - to(velocity_target(actions, noise_a))).pow(2).mean(-1)

@@ -14,6 +14,9 @@
 # Look-and-Press: CUE_START / CUE_FRAMES / DELAY_CHUNKS time the cue (default: memorywam_ros/sim/stages.py
 # LOOK_AND_PRESS_TIMING, the shipped checkpoint's); MEMORY_POLICY=window|no_gist|full|no_anchor trains
 # an ablation (same data and budget); memorywam-demo --task look_and_press runs the result.
+# Levers: EPISODES, STEPS, HEAD_FOVY, DART, NPROC (1 = plain single process: ~2x the steps/s of 2 at
+# batch 1 on CPU), TRAIN_ARGS="key=value ..." (memorywam-train overrides, e.g. "state_dropout=0.5")
+# with RUN=<folder under $WORK> so a variant trains on the same latents without touching another run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TASK="${TASK:-transfer_cube}"
@@ -29,6 +32,8 @@ print(t['cue_start'], t['cue_frames'], t['delay_chunks'])")
   *) echo "TASK must be transfer_cube or look_and_press, not $TASK" >&2; exit 2 ;;
 esac
 MEMORY_POLICY="${MEMORY_POLICY:-hybrid}"
+RUN="${RUN:-run_$MEMORY_POLICY}"  # the training run's folder under $WORK (resumes from its checkpoints)
+read -r -a TRAIN_ARGS <<< "${TRAIN_ARGS:-}"  # extra memorywam-train overrides, e.g. TRAIN_ARGS="cond_noise_prob=0"
 OUT="${OUT:-checkpoints/sim_$TASK}"
 EPISODES="${EPISODES:-50}"
 STEPS="${STEPS:-1500}"
@@ -62,7 +67,7 @@ stage precompute bash -c 'rm -rf "$0/latents" && "$1/memorywam-precompute" "$0/e
   --random-text-dim 32 --text-len 16 --observation-lead "$2" --out "$0/latents" --quiet' "$WORK" "$BIN" "$LEAD"
 echo "[train_sim] train ($(date -u +%H:%M:%S))"
 "$BIN/torchrun" --standalone --nproc_per_node "${NPROC:-2}" -m memorywam_train.train --config "$CONFIG" \
-  latents_dir="$WORK/latents" out_dir="$WORK/run_$MEMORY_POLICY" steps="$STEPS" memory_policy="$MEMORY_POLICY" \
-  model.action.committed_prefix="$PREFIX" progress=false --export "$OUT"
+  latents_dir="$WORK/latents" out_dir="$WORK/$RUN" steps="$STEPS" memory_policy="$MEMORY_POLICY" \
+  model.action.committed_prefix="$PREFIX" progress=false "${TRAIN_ARGS[@]}" --export "$OUT"
 echo "checkpoint: $OUT, task $TASK ${TASK_ARGS[*]}, memory $MEMORY_POLICY, observation lead $LEAD, head fovy $HEAD_FOVY"
 echo "run it: .venv/bin/memorywam-demo --task $TASK --model $OUT --head-fovy $HEAD_FOVY ${TASK_ARGS[*]}"

@@ -58,3 +58,38 @@ def test_failure_breakdown_counts_stages_refusals_and_stalls(tmp_path: Path) -> 
     path.write_text(json.dumps({"per_episode": [{"success": True}]}))
     with pytest.raises(SystemExit, match="max_reward"):
         sd.failures(type("A", (), {"results_json": str(path)})())
+
+
+def test_follow_slope_tells_a_blind_plan_from_one_that_follows() -> None:
+    rng = np.random.default_rng(1)
+    demo = rng.uniform(0, 20, size=(40, 2))
+    assert sd.follow_slope(demo, demo) == pytest.approx([1.0, 1.0])
+    assert sd.follow_slope(demo, np.tile([5.0, 45.0], (40, 1))) == pytest.approx([0.0, 0.0], abs=1e-9)
+    half = np.stack([0.5 * demo[:, 0] + 3.0, demo[:, 1]], axis=1)  # x shrunk to half, y followed
+    assert sd.follow_slope(demo, half) == pytest.approx([0.5, 1.0])
+
+
+def test_capture_last_block_records_without_changing_the_chunk(tiny_policy) -> None:
+    policy = tiny_policy
+    k, (h, w) = policy.chunk_size, policy.image_size
+    mosaic = np.random.default_rng(0).integers(0, 255, (1, h, w, 3), dtype=np.uint8)
+
+    def chunk() -> np.ndarray:
+        policy.reset(policy.instructions[0])
+        policy.observe(mosaic, np.zeros(policy.model.config.action.proprio_dim))
+        p = policy.committed_prefix
+        return policy.act(committed=np.zeros((p, policy.model.config.action.action_dim)) if p else None)
+
+    before = chunk()
+    store: dict = {}
+    sd._capture_last_block(policy.model.video.blocks, store, "video")
+    sd._capture_last_block(policy.model.action.blocks, store, "action")
+    try:
+        after = chunk()
+    finally:  # the fixture's policy is shared: drop the instance wrappers again
+        for blocks in (policy.model.video.blocks, policy.model.action.blocks):
+            del blocks[-1].finish
+    np.testing.assert_array_equal(before, after)
+    cfg = policy.model.config
+    assert store["video"].shape == (1, cfg.tokens_per_frame + policy.model.rules.num_gists, cfg.video.inner_dim)
+    assert store["action"].shape == (1, cfg.action.committed_prefix + k, cfg.action.hidden_dim)

@@ -27,6 +27,8 @@ checked; "loss" = test_loss_inputs_and_targets_follow_flow_matching):
     (i) gists at RoPE t-1: gists_sit_at_their_own_frame_in_rope
     (j) proprio token ignored (zeroed, left out of the context, first frame's for all): loss (inputs),
         proprio_token_conditions_the_actions
+    (k) state dropout applied to the proprio token only, or to all frames of a sample, or drawn
+        before the noise: state_dropout_zeroes_whole_frames_of_proprio_and_committed_prefix
 """
 
 from __future__ import annotations
@@ -283,6 +285,37 @@ def test_proprio_token_conditions_the_actions(model) -> None:
         a = model.sample_actions(cache, text, batch["proprio"][:, 0], num_steps=2, noise=noise)
         b = model.sample_actions(cache, text, batch["proprio"][:, 0] + 1.0, num_steps=2, noise=noise)
     assert (a - b).abs().max() > 1e-3
+
+
+def test_state_dropout_zeroes_whole_frames_of_proprio_and_committed_prefix() -> None:
+    """state_dropout p: per frame, the proprio token and the committed prefix are zeroed together
+    (fraction ~p), other frames pass unchanged; p = 0 leaves the inputs and the noise stream as they were."""
+    import dataclasses
+
+    config = tiny_config("hybrid", grid=(4, 4))
+    config = dataclasses.replace(config, action=dataclasses.replace(config.action, committed_prefix=3))
+    prefix_model = random_model(config)
+    batch = make_batch(config, b=4, n=6)
+    batch["committed"] = torch.randn(4, 6, 3, config.action.action_dim, generator=torch.Generator().manual_seed(5))
+    base = model_inputs(prefix_model, batch, TrainConfig())
+    torch.testing.assert_close(base["proprio"], batch["proprio"])
+    torch.testing.assert_close(base["committed"], batch["committed"])
+    same = model_inputs(prefix_model, batch, TrainConfig(state_dropout=0.0))
+    torch.testing.assert_close(same["noisy_actions"], base["noisy_actions"])
+
+    seen = model_inputs(prefix_model, batch, TrainConfig(state_dropout=0.5))
+    torch.testing.assert_close(seen["noisy_actions"], base["noisy_actions"])  # drawn after the noise
+    dropped = (seen["proprio"] == 0).all(-1)  # (B, N)
+    assert dropped.equal((seen["committed"] == 0).all(-1).all(-1)), "proprio and prefix dropped together"
+    assert 0 < dropped.sum() < dropped.numel()
+    assert (dropped.any(1) & ~dropped.all(1)).any(), "drawn per frame, not per sample"
+    torch.testing.assert_close(seen["proprio"][~dropped], batch["proprio"][~dropped])
+    torch.testing.assert_close(seen["committed"][~dropped], batch["committed"][~dropped])
+    rates = [model_inputs(prefix_model, batch, TrainConfig(state_dropout=0.25), seed=s)["proprio"].eq(0).all(-1)
+             .float().mean().item() for s in range(20)]
+    assert abs(float(np.mean(rates)) - 0.25) < 0.06
+    everything = model_inputs(prefix_model, batch, TrainConfig(state_dropout=1.0))
+    assert everything["proprio"].eq(0).all() and everything["committed"].eq(0).all()
 
 
 def test_conditioning_timestep_conditions_the_model(model) -> None:

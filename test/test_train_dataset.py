@@ -223,6 +223,10 @@ def test_model_overrides_merge_into_the_preset() -> None:
     assert config.action.committed_prefix == 3 and config.action.hidden_dim == 64 and config.video.num_layers == 4
     with pytest.raises(SystemExit, match="not a section"):
         TrainConfig.load(None, ["steps=5", "steps.x=1"])
+    assert TrainConfig.load(None, ["state_dropout=0.3"]).state_dropout == 0.3
+    for bad in ("state_dropout=1.5", "cond_noise_prob=-0.1"):
+        with pytest.raises(SystemExit, match="is a probability"):
+            TrainConfig.load(None, [bad])
 
 
 def test_paper_config_trains_long_episodes_in_windows() -> None:
