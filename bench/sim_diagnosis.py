@@ -450,16 +450,19 @@ def main(argv: list[str] | None = None) -> int:
     ol.add_argument("--episodes", type=int, default=10)
     ol.add_argument("--seed", type=int, default=3000)
     ol.add_argument("--baseline-seeds", type=int, default=20)
-    ol.add_argument("--fovy", type=float, default=78.0, help="head framing the checkpoint was trained with")
+    ol.add_argument("--fovy", type=float, default=None,
+                    help="head framing (default: the checkpoint's sim.json, else gym-aloha's 78)")
     ie = sub.add_parser("ideal")
     ie.add_argument("--episodes", type=int, default=10)
     ie.add_argument("--seed", type=int, default=6000)
     ie.add_argument("--seconds", type=float, default=19.2, help="episode length (12 chunks)")
-    ie.add_argument("--fovy", type=float, default=78.0, help="head framing the checkpoint was trained with")
+    ie.add_argument("--fovy", type=float, default=None,
+                    help="head framing (default: the checkpoint's sim.json, else gym-aloha's 78)")
     ro = sub.add_parser("readout")
     ro.add_argument("--seeds", type=int, default=90)
     ro.add_argument("--seed", type=int, default=0)
-    ro.add_argument("--fovy", type=float, default=78.0, help="head framing the checkpoint was trained with")
+    ro.add_argument("--fovy", type=float, default=None,
+                    help="head framing (default: the checkpoint's sim.json, else gym-aloha's 78)")
     for q in (pr, ol, ie, ro):
         q.add_argument("--model", default=str(DEFAULT_MODEL))
         q.add_argument("--torch-threads", type=int, default=2)
@@ -468,6 +471,11 @@ def main(argv: list[str] | None = None) -> int:
     for q in (pr, ol, ie, ro, fa):
         q.add_argument("--out", default=None, help="JSON path (default bench/results/sim_diagnosis_<mode>.json)")
     args = p.parse_args(argv)
+    if args.mode in ("open-loop", "ideal", "readout"):  # the framing the checkpoint's demos were recorded with
+        from memorywam_ros.sim.aloha import GYM_ALOHA_HEAD_FOVY_DEG
+        from memorywam_ros.sim.sim_setup import head_fovy_for
+
+        args.fovy = head_fovy_for(args.model, args.fovy) or GYM_ALOHA_HEAD_FOVY_DEG
     os.environ.setdefault("MUJOCO_GL", "egl")
     result = {"probe": probe, "open-loop": open_loop, "ideal": ideal, "readout": readout,
               "failures": failures}[args.mode](args)

@@ -25,6 +25,7 @@ from memorywam_ros.ros.launch_utils import (
     realsense_launch_nodes,
     record_topics,
 )
+from memorywam_ros.sim.sim_setup import head_fovy_for
 
 SHARE = package_share()
 CONFIG = SHARE / "config"
@@ -62,8 +63,10 @@ def _setup(context, *args, **kwargs):
         overrides["instruction"] = ParameterValue(arg["instruction"], value_type=str)
     if sim:
         # the simulator publishes exactly the default camera topics of config/memorywam.yaml
+        # the head framing the checkpoint's demos were recorded with (its sim.json), else the sim's default
+        fovy = head_fovy_for(arg["model_path"], None) if arg["model_path"] else None
         actions.append(Node(package="memorywam_ros", executable="memorywam_sim", name="memorywam_sim",
-                            output="screen"))
+                            output="screen", parameters=[{"head_fovy_deg": fovy}] if fovy is not None else []))
     else:
         actions.extend(realsense_launch_nodes(arg))
     actions.append(Node(

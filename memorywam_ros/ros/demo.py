@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from memorywam_ros.ros.launch_utils import FASTDDS_PROFILE_VARS, dds_environment
+from memorywam_ros.sim.sim_setup import SIM_SETUP_FILE, head_fovy_for
 from memorywam_ros.sim.stages import LOOK_AND_PRESS_TIMING, MAX_REWARD, REWARD_STAGES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -99,6 +100,23 @@ def _stop(proc: subprocess.Popen, timeout: float = 10.0) -> None:
             proc.wait()
 
 
+def sim_arguments(args: argparse.Namespace, model: Path) -> list[str]:
+    """The simulator node's parameters: seed, task (and its options), and the head camera framing
+    the checkpoint's demos were recorded with (its sim.json; --head-fovy overrides)."""
+    sim_args = ["-p", f"seed:={args.seed}", "-p", f"task:={args.task}"]
+    if args.task == "look_and_press":
+        sim_args += [a for k, v in look_and_press_timing(args).items() for a in ("-p", f"{k}:={v}")]
+    try:
+        fovy = head_fovy_for(model, args.head_fovy)
+    except ValueError as err:
+        raise SystemExit(f"[demo] {err}") from None
+    if fovy is not None:
+        sim_args += ["-p", f"head_fovy_deg:={fovy}"]
+        print(f"[demo] head camera field of view {fovy:g}° "
+              f"({'--head-fovy' if args.head_fovy is not None else model / SIM_SETUP_FILE})", flush=True)
+    return sim_args
+
+
 def run(args: argparse.Namespace) -> dict:
     env = _ros_environment()
     os.environ.update({k: env[k] for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID", "MUJOCO_GL",
@@ -118,12 +136,7 @@ def run(args: argparse.Namespace) -> dict:
     logs.mkdir(parents=True, exist_ok=True)
     print(f"[demo] ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']} discovery={env['ROS_AUTOMATIC_DISCOVERY_RANGE']}; "
           f"node logs in {logs}/", flush=True)
-    sim_args = ["-p", f"seed:={args.seed}", "-p", f"task:={args.task}"]
-    if args.task == "look_and_press":
-        sim_args += [a for k, v in look_and_press_timing(args).items() for a in ("-p", f"{k}:={v}")]
-    if args.head_fovy is not None:
-        sim_args += ["-p", f"head_fovy_deg:={float(args.head_fovy)}"]
-    sim = _start("memorywam_ros.ros.sim_node", sim_args, env, logs / "sim.log")
+    sim = _start("memorywam_ros.ros.sim_node", sim_arguments(args, model), env, logs / "sim.log")
     policy = _start("memorywam_ros.ros.policy_node", [
         "--params-file", str(REPO / "config" / "memorywam.yaml"),
         "-p", f"model_path:={model}", "-p", "robot_config:=aloha_sim.yaml", "-p", f"device:={args.device}",
@@ -248,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--num-steps", type=int, default=0, help="denoising steps per chunk (0: the checkpoint's)")
     parser.add_argument("--head-fovy", type=float, default=None, metavar="DEG",
-                        help="simulator head camera field of view (default: the sim node's; the demos' framing)")
+                        help="simulator head camera field of view (default: the checkpoint's sim.json, the framing "
+                             "its demos were recorded with; without one the sim node's 78°)")
     parser.add_argument("--torch-threads", type=int, default=1, help="policy torch threads (leave cores to the sim)")
     parser.add_argument("--startup-timeout", type=float, default=180.0)
     parser.add_argument("--log-dir", default="runs/demo_logs")
