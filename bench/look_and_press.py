@@ -46,21 +46,24 @@ def _rel(path: str | Path) -> str:
     return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
 
 
-def cell_path(cue_start: int, policy: str) -> Path:
-    return CELLS / f"c{cue_start}_{policy}.json"
+def cell_path(cue_start: int, policy: str, variant: str = "") -> Path:
+    """One cell per (cue timing, policy[, training variant]), e.g. c2_hybrid_sd5.json."""
+    return CELLS / f"c{cue_start}_{policy}{'_' + variant if variant else ''}.json"
 
 
 def evaluate(args: argparse.Namespace) -> dict:
     """Run blocks of memorywam-demo episodes until the cell holds `--episodes`; returns the cell."""
     from memorywam_ros.ros import demo
 
-    path = cell_path(args.cue_start, args.policy)
+    if args.variant and not args.variant.replace("-", "").isalnum():
+        raise SystemExit(f"--variant {args.variant!r}: letters, digits and '-' only (it names the cell file)")
+    path = cell_path(args.cue_start, args.policy, args.variant)
     cell = json.loads(path.read_text()) if path.is_file() else None
     if cell is not None and cell["model"] != _rel(args.model):
         raise SystemExit(f"{_rel(path)} holds episodes of {cell['model']}, not {_rel(args.model)}: move it away first")
     manifest = json.loads((Path(args.model) / "memorywam.json").read_text())
     if cell is None:
-        cell = {"task": "look_and_press", "policy": args.policy, "cue_start": args.cue_start,
+        cell = {"task": "look_and_press", "policy": args.policy, "variant": args.variant, "cue_start": args.cue_start,
                 "cue_frames": args.cue_frames, "delay_chunks": args.delay_chunks, "model": _rel(args.model),
                 "memory": manifest.get("model", {}).get("memory") or manifest.get("memory"),
                 "command": "python bench/look_and_press.py " + " ".join(sys.argv[1:]), "blocks": []}
@@ -89,7 +92,8 @@ def summarize_cell(cell: dict) -> dict:
     stages: dict[str, int] = {}
     for e in eps:
         stages[e["stage"]] = stages.get(e["stage"], 0) + 1
-    return {"policy": cell["policy"], "cue_start": cell["cue_start"], "model": cell["model"], "episodes": n,
+    return {"policy": cell["policy"], "variant": cell.get("variant", ""), "cue_start": cell["cue_start"],
+            "model": cell["model"], "episodes": n,
             "successes": k, "success_rate": k / max(n, 1), "ci95": list(wilson(k, n)),
             "latency_p50_ms": float(np.median(lat)) if lat else None,
             "cache_bytes_end_median": float(np.median(cache)) if cache else None,
@@ -112,7 +116,7 @@ def passkey_cells() -> list[dict]:
 
 def table(args: argparse.Namespace) -> dict:
     cells = [summarize_cell(json.loads(p.read_text())) for p in sorted(CELLS.glob("c*_*.json"))]
-    cells.sort(key=lambda c: (c["cue_start"], POLICY_ORDER.index(c["policy"])))
+    cells.sort(key=lambda c: (c["cue_start"], POLICY_ORDER.index(c["policy"]), c["variant"]))
     passkey = passkey_cells()
     lines = ["# Memory you can see: Look-and-Press closed loop and the passkey probe", "",
              "## Look-and-Press on the simulated dual arm (memorywam-demo over ROS 2, 2 CPU cores)", "",
@@ -122,7 +126,8 @@ def table(args: argparse.Namespace) -> dict:
         stages = ", ".join(f"{k}: {v}" for k, v in sorted(c["stages"].items(), key=lambda kv: -kv[1]))
         cache = f"{c['cache_bytes_end_median'] / 1024:.0f} KiB" if c["cache_bytes_end_median"] else "-"
         lat = f"{c['latency_p50_ms']:.0f} ms" if c["latency_p50_ms"] else "-"
-        lines.append(f"| {TIMING_NAMES.get(c['cue_start'], c['cue_start'])} | {c['policy']} | "
+        name = c["policy"] + (f" ({c['variant']})" if c["variant"] else "")
+        lines.append(f"| {TIMING_NAMES.get(c['cue_start'], c['cue_start'])} | {name} | "
                      f"{c['success_rate']:.0%} ({c['successes']}/{c['episodes']}) | {c['ci95'][0]:.0%}–"
                      f"{c['ci95'][1]:.0%} | {stages} | {lat} | {cache} | {c['violations']} |")
     lines += ["", "Commands (one per cell): " + "; ".join(f"`{c['command']}`" for c in cells), "",
@@ -312,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     e = sub.add_parser("eval", help="closed-loop episodes of one checkpoint (resumable)")
     e.add_argument("--model", required=True)
     e.add_argument("--policy", required=True, choices=POLICY_ORDER, help="the memory policy it was trained with")
+    e.add_argument("--variant", default="", help="training variant beside the policy (e.g. sd5: state dropout 0.5); "
+                   "names its own cell")
     e.add_argument("--cue-start", type=int, required=True)
     e.add_argument("--cue-frames", type=int, default=2)
     e.add_argument("--delay-chunks", type=int, default=5)

@@ -47,6 +47,25 @@ def test_cell_blocks_are_summed_into_one_rate(tmp_path: Path, monkeypatch: pytes
     assert (tmp_path / "look_and_press.png").stat().st_size > 0
 
 
+
+def test_a_training_variant_gets_its_own_cell_and_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lp_bench, "CELLS", tmp_path / "cells")
+    monkeypatch.setattr(lp_bench, "RESULTS", tmp_path)
+    monkeypatch.setattr(lp_bench, "passkey_cells", lambda: [])
+    assert lp_bench.cell_path(2, "hybrid", "sd5") != lp_bench.cell_path(2, "hybrid")
+    block = {"chunk_latency": {"n": 0}, "violations": [], "cache_bytes_end_max": 1, "commands": 1}
+    lp_bench.CELLS.mkdir()
+    for variant, wins in (("", [False, False]), ("sd5", [True, True])):
+        cell = {"policy": "hybrid", "variant": variant, "cue_start": 2, "model": "m", "command": "c",
+                "blocks": [{**block, "per_episode": [_episode(i, w, 1) for i, w in enumerate(wins)]}]}
+        lp_bench.cell_path(2, "hybrid", variant).write_text(json.dumps(cell))
+    rows = lp_bench.table(None)["look_and_press"]
+    assert [(r["variant"], r["successes"]) for r in rows] == [("", 0), ("sd5", 2)]
+    md = (tmp_path / "look_and_press.md").read_text()
+    assert "| hybrid | 0% (0/2) |" in md and "| hybrid (sd5) | 100% (2/2) |" in md
+    with pytest.raises(SystemExit, match="variant"):
+        lp_bench.main(["eval", "--model", "m", "--policy", "hybrid", "--cue-start", "2", "--variant", "../x"])
+
 def test_probe_is_chance_where_the_classes_are_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("gym_aloha")
     from safetensors.numpy import save_file
