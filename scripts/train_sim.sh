@@ -69,5 +69,8 @@ echo "[train_sim] train ($(date -u +%H:%M:%S))"
 "$BIN/torchrun" --standalone --nproc_per_node "${NPROC:-2}" -m memorywam_train.train --config "$CONFIG" \
   latents_dir="$WORK/latents" out_dir="$WORK/$RUN" steps="$STEPS" memory_policy="$MEMORY_POLICY" \
   model.action.committed_prefix="$PREFIX" progress=false "${TRAIN_ARGS[@]}" --export "$OUT"
+# the simulator setup the demos were recorded with travels with the checkpoint (memorywam_ros/sim/sim_setup.py)
+"$BIN/python" -c 'import sys; from memorywam_ros.sim.sim_setup import write_sim_setup as w; w(*sys.argv[1:3], float(sys.argv[3]))' \
+  "$OUT" "$TASK" "$HEAD_FOVY"
 echo "checkpoint: $OUT, task $TASK ${TASK_ARGS[*]}, memory $MEMORY_POLICY, observation lead $LEAD, head fovy $HEAD_FOVY"
-echo "run it: .venv/bin/memorywam-demo --task $TASK --model $OUT --head-fovy $HEAD_FOVY ${TASK_ARGS[*]}"
+echo "run it: .venv/bin/memorywam-demo --task $TASK --model $OUT ${TASK_ARGS[*]}   # framing from $OUT/sim.json"
