@@ -109,6 +109,17 @@ def ridge_probe(x: np.ndarray, y: np.ndarray, train: int, folds: int = 5) -> dic
     return {"rmse": rmse.tolist(), "mean_predictor_rmse": base.tolist(), "penalty": lam, "test": len(yte)}
 
 
+def _load_policy(args: argparse.Namespace):
+    """The checkpoint as the node runs it (CPU, `--torch-threads`) and its observation lead ℓ."""
+    import torch
+
+    from memorywam_ros.runtime.policy import Policy
+
+    torch.set_num_threads(args.torch_threads)
+    manifest = json.loads((Path(args.model) / "memorywam.json").read_text())
+    return Policy.from_pretrained(args.model, device="cpu"), int(manifest.get("observation_lead", 0))
+
+
 def probe(args: argparse.Namespace) -> dict:
     import torch
 
@@ -155,18 +166,13 @@ def probe(args: argparse.Namespace) -> dict:
 
 
 def open_loop(args: argparse.Namespace) -> dict:
-    import torch
 
     from memorywam_ros.runtime.chunk_executor import frame_rows, obs_row
     from memorywam_ros.runtime.mosaic import compose_mosaic
-    from memorywam_ros.runtime.policy import Policy
     from memorywam_ros.sim.aloha import AlohaSim
     from memorywam_ros.sim.scripted import ArmIK, ScriptedTransferCube, run_scripted_episode, scripted_rows
 
-    torch.set_num_threads(args.torch_threads)
-    policy = Policy.from_pretrained(args.model, device="cpu")
-    manifest = json.loads((Path(args.model) / "memorywam.json").read_text())
-    lead = int(manifest.get("observation_lead", 0))
+    policy, lead = _load_policy(args)
     k = policy.chunk_size
     h, w = policy.image_size
     arm = np.r_[0:6, 7:13]
@@ -229,19 +235,14 @@ def open_loop(args: argparse.Namespace) -> dict:
 
 def ideal(args: argparse.Namespace) -> dict:
     """Closed loop without real time: the simulator waits while the policy computes (no ROS)."""
-    import torch
 
     from memorywam_ros.runtime.chunk_executor import frame_rows, obs_row
     from memorywam_ros.runtime.mosaic import compose_mosaic
-    from memorywam_ros.runtime.policy import Policy
     from memorywam_ros.runtime.robot_config import RobotConfig
     from memorywam_ros.sim.aloha import AlohaSim
     from memorywam_ros.sim.stages import MAX_REWARD, REWARD_STAGES
 
-    torch.set_num_threads(args.torch_threads)
-    policy = Policy.from_pretrained(args.model, device="cpu")
-    manifest = json.loads((Path(args.model) / "memorywam.json").read_text())
-    lead = int(manifest.get("observation_lead", 0))
+    policy, lead = _load_policy(args)
     robot = RobotConfig.from_yaml(ROOT / "config" / "robots" / "aloha_sim.yaml")
     max_start = np.asarray(robot.max_start_distance, dtype=np.float64)
     k = policy.chunk_size
@@ -327,14 +328,10 @@ def readout(args: argparse.Namespace) -> dict:
 
     from memorywam_ros.runtime.chunk_executor import frame_rows
     from memorywam_ros.runtime.mosaic import compose_mosaic
-    from memorywam_ros.runtime.policy import Policy
     from memorywam_ros.sim.aloha import AlohaSim
     from memorywam_ros.sim.scripted import ArmIK, ScriptedTransferCube
 
-    torch.set_num_threads(args.torch_threads)
-    policy = Policy.from_pretrained(args.model, device="cpu")
-    manifest = json.loads((Path(args.model) / "memorywam.json").read_text())
-    lead = int(manifest.get("observation_lead", 0))
+    policy, lead = _load_policy(args)
     k = policy.chunk_size
     h, w = policy.image_size
     L = policy.model.config.tokens_per_frame
