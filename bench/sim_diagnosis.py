@@ -166,16 +166,15 @@ def probe(args: argparse.Namespace) -> dict:
 
 
 def open_loop(args: argparse.Namespace) -> dict:
-
     from memorywam_ros.runtime.chunk_executor import frame_rows, obs_row
     from memorywam_ros.runtime.mosaic import compose_mosaic
     from memorywam_ros.sim.aloha import AlohaSim
-    from memorywam_ros.sim.scripted import ArmIK, ScriptedTransferCube, run_scripted_episode, scripted_rows
+    from memorywam_ros.sim.scripted import ARM_JOINTS, ArmIK, ScriptedTransferCube, run_scripted_episode, scripted_rows
 
     policy, lead = _load_policy(args)
     k = policy.chunk_size
     h, w = policy.image_size
-    arm = np.r_[0:6, 7:13]
+    arm = ARM_JOINTS
     grip = np.array([6, 13])
     with AlohaSim(head_fovy_deg=args.fovy) as sim:
         plans = [run_scripted_episode(sim, s).targets for s in range(1000, 1000 + args.baseline_seeds)]
@@ -235,7 +234,6 @@ def open_loop(args: argparse.Namespace) -> dict:
 
 def ideal(args: argparse.Namespace) -> dict:
     """Closed loop without real time: the simulator waits while the policy computes (no ROS)."""
-
     from memorywam_ros.runtime.chunk_executor import frame_rows, obs_row
     from memorywam_ros.runtime.mosaic import compose_mosaic
     from memorywam_ros.runtime.robot_config import RobotConfig
@@ -329,7 +327,7 @@ def readout(args: argparse.Namespace) -> dict:
     from memorywam_ros.runtime.chunk_executor import frame_rows
     from memorywam_ros.runtime.mosaic import compose_mosaic
     from memorywam_ros.sim.aloha import AlohaSim
-    from memorywam_ros.sim.scripted import ArmIK, ScriptedTransferCube
+    from memorywam_ros.sim.scripted import ARM_JOINTS, ArmIK, ScriptedTransferCube
 
     policy, lead = _load_policy(args)
     k = policy.chunk_size
@@ -344,7 +342,8 @@ def readout(args: argparse.Namespace) -> dict:
                                           "video tokens (last layer, frame 0), mean": [],
                                           "action tokens (last layer, last step), mean": [],
                                           "action tokens (last layer, last step), all": []}
-    chunks, demo_chunks = [], []
+    demo_chunks = []
+    n = len(frame_rows(0, k, lead))  # chunk 0's observation: the first image, as the node sees it
     with AlohaSim(head_fovy_deg=args.fovy) as sim:
         ik = ArmIK(sim.model, 1)
         for seed in range(args.seed, args.seed + args.seeds):
@@ -353,7 +352,6 @@ def readout(args: argparse.Namespace) -> dict:
             im = sim.render()
             q0 = sim.qpos
             committed = np.tile(q0, (p, 1)) if p else None
-            n = len(frame_rows(0, k, lead))  # chunk 0's observation: the first image, as the node sees it
             out = {}
             for name, head in (("real", im["top"]), ("black head", np.zeros_like(im["top"]))):
                 policy.reset(policy.instructions[0])
@@ -365,9 +363,7 @@ def readout(args: argparse.Namespace) -> dict:
                     a = store["action"][0, p:]
                     feats["action tokens (last layer, last step), mean"].append(a.mean(0).numpy())
                     feats["action tokens (last layer, last step), all"].append(a.reshape(-1).numpy())
-            arm = np.r_[0:6, 7:13]
-            blind_delta.append(float(np.abs(out["real"][:, arm] - out["black head"][:, arm]).mean()))
-            chunks.append(out["real"])
+            blind_delta.append(float(np.abs(out["real"][:, ARM_JOINTS] - out["black head"][:, ARM_JOINTS]).mean()))
             model_tool.append(ik.tool_pose(out["real"][k - 1, 7:13])[0][:2] * 100.0)
             demo = ScriptedTransferCube()
             demo.reset(sim)
@@ -387,7 +383,7 @@ def readout(args: argparse.Namespace) -> dict:
                                         "demo_spread_std_xy": dt.std(0).tolist(),
                                         "error_mean": float(np.linalg.norm(mt - dt, axis=1).mean())},
              "chunk0_arm_rad": {"real_vs_black_head_mean_abs": float(np.mean(blind_delta)),
-                                "demo_spread_mean_abs": float(np.abs(dc - dc.mean(0))[..., np.r_[0:6, 7:13]].mean())},
+                                "demo_spread_mean_abs": float(np.abs(dc - dc.mean(0))[..., ARM_JOINTS].mean())},
              "cube_xy_probes_cm": probes}
     print(f"chunk 0 from the first image, {args.seeds} seeds from {args.seed} (ℓ = {lead}, prefix {p})")
     print(f"right tool point at the chunk's end: follow slope x/y {slope[0]:.2f} / {slope[1]:.2f} "
@@ -395,9 +391,9 @@ def readout(args: argparse.Namespace) -> dict:
           f"vs demos {dt.std(0).round(2).tolist()} cm; error {out_d['tool_at_chunk0_end_cm']['error_mean']:.1f} cm")
     print(f"arm targets, real image vs black head tile: {np.mean(blind_delta):.4f} rad mean |diff| "
           f"(the demos' chunk 0 varies {out_d['chunk0_arm_rad']['demo_spread_mean_abs']:.4f} rad around its mean)")
+    base = next(iter(probes.values()))["mean_predictor_rmse"]  # the same for every feature set
     print(f"cube (x, y) ridge readout, {args.seeds - train} held-out seeds, RMSE cm (mean predictor "
-          f"{probes[next(iter(probes))]['mean_predictor_rmse'][0]:.2f} / "
-          f"{probes[next(iter(probes))]['mean_predictor_rmse'][1]:.2f}):")
+          f"{base[0]:.2f} / {base[1]:.2f}):")
     for name, r in probes.items():
         print(f"  {name}: {r['rmse'][0]:.2f} / {r['rmse'][1]:.2f}")
     return out_d

@@ -47,7 +47,6 @@ def test_cell_blocks_are_summed_into_one_rate(tmp_path: Path, monkeypatch: pytes
     assert (tmp_path / "look_and_press.png").stat().st_size > 0
 
 
-
 def test_a_training_variant_gets_its_own_cell_and_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(lp_bench, "CELLS", tmp_path / "cells")
     monkeypatch.setattr(lp_bench, "RESULTS", tmp_path)
@@ -65,6 +64,7 @@ def test_a_training_variant_gets_its_own_cell_and_row(tmp_path: Path, monkeypatc
     assert "| hybrid | 0% (0/2) |" in md and "| hybrid (sd5) | 100% (2/2) |" in md
     with pytest.raises(SystemExit, match="variant"):
         lp_bench.main(["eval", "--model", "m", "--policy", "hybrid", "--cue-start", "2", "--variant", "../x"])
+
 
 def test_probe_is_chance_where_the_classes_are_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("gym_aloha")

@@ -46,6 +46,7 @@ from std_srvs.srv import Trigger
 from memorywam_ros.ros.params import declare_table
 from memorywam_ros.sim import topics
 from memorywam_ros.sim.aloha import GYM_ALOHA_HEAD_FOVY_DEG
+from memorywam_ros.sim.sim_setup import HEAD_FOVY_RANGE_DEG
 from memorywam_ros.sim.tasks import OPTIONS, TASKS, make_sim
 
 __all__ = ["PARAMETERS", "SimNode", "main"]
@@ -65,7 +66,7 @@ PARAMETERS: dict[str, tuple[Any, str, bool, tuple[float, float] | None]] = {
     "wrist_height": (128, "wrist camera image height, px", True, (16, 1080)),
     "wrist_width": (160, "wrist camera image width, px", True, (16, 1920)),
     "head_fovy_deg": (GYM_ALOHA_HEAD_FOVY_DEG, "head (top) camera vertical field of view, degrees (the framing the "
-                      "checkpoint was trained with: memorywam_ros/sim/aloha.py)", True, (1.0, 170.0)),
+                      "checkpoint was trained with: memorywam_ros/sim/aloha.py)", True, HEAD_FOVY_RANGE_DEG),
     # look_and_press only (sim/look_and_press.py); timed in latent frames (1.6 s) from the first command
     "cue_start": (OPTIONS["look_and_press"]["cue_start"], "look_and_press: first latent frame the panel shows "
                   "the cue, counted from the episode's first command", True, (0, 1000)),

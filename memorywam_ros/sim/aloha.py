@@ -36,6 +36,7 @@ from gym_aloha import constants as aloha_constants
 from gym_aloha.tasks import sim as aloha_tasks
 from gym_aloha.utils import sample_box_pose, sample_insertion_pose
 
+from memorywam_ros.sim.sim_setup import HEAD_FOVY_RANGE_DEG
 from memorywam_ros.sim.stages import MAX_REWARD, REWARD_STAGES  # noqa: F401 - re-exported
 
 JOINT_NAMES: tuple[str, ...] = tuple(aloha_constants.JOINTS)
@@ -121,8 +122,9 @@ class AlohaSim:
         self._model = self.physics.model.ptr
         self._data = self.physics.data.ptr
         self.physics_dt = float(self._model.opt.timestep)
-        if not 1.0 <= head_fovy_deg <= 170.0:
-            raise ValueError(f"head_fovy_deg {head_fovy_deg} outside 1..170 degrees")
+        lo, hi = HEAD_FOVY_RANGE_DEG
+        if not lo <= head_fovy_deg <= hi:
+            raise ValueError(f"head_fovy_deg {head_fovy_deg} outside {lo:g}..{hi:g} degrees")
         self.head_fovy_deg = float(head_fovy_deg)
         self._model.cam_fovy[mujoco.mj_name2id(self._model, mujoco.mjtObj.mjOBJ_CAMERA, "top")] = self.head_fovy_deg
         self._steps_per_control = round(CONTROL_DT / self.physics_dt)

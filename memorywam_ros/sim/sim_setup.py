@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 SIM_SETUP_FILE = "sim.json"
+HEAD_FOVY_RANGE_DEG = (1.0, 170.0)
+"""The head camera's vertical field of view a simulator accepts (AlohaSim, the sim node's parameter)."""
 
 
 def write_sim_setup(model_dir: str | Path, task: str, head_fovy_deg: float) -> Path:
@@ -35,8 +37,9 @@ def checkpoint_sim_setup(model_dir: str | Path) -> dict[str, Any]:
     if not isinstance(setup, dict):
         raise ValueError(f"{path}: expected an object, got {type(setup).__name__}")
     fovy = setup.get("head_fovy_deg")
-    if fovy is not None and (isinstance(fovy, bool) or not isinstance(fovy, (int, float)) or not 1 <= fovy <= 170):
-        raise ValueError(f"{path}: head_fovy_deg must be a number of degrees in 1..170, got {fovy!r}")
+    lo, hi = HEAD_FOVY_RANGE_DEG
+    if fovy is not None and (isinstance(fovy, bool) or not isinstance(fovy, (int, float)) or not lo <= fovy <= hi):
+        raise ValueError(f"{path}: head_fovy_deg must be a number of degrees in {lo:g}..{hi:g}, got {fovy!r}")
     return setup
 
 
