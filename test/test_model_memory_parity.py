@@ -8,6 +8,8 @@ exactly the closed-formula number of tokens.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from model_helpers import random_inputs, random_model, tiny_config
@@ -26,8 +28,18 @@ SETTINGS = [  # (n_init, n_recent, num_gists, latent grid)
 @pytest.mark.parametrize("n_init,n_recent,num_gists,grid", SETTINGS)
 def test_training_mask_equals_incremental_cache(policy, n_init, n_recent, num_gists, grid):
     config = tiny_config(policy, grid=grid, n_init=n_init, n_recent=n_recent, num_gists=num_gists)
-    model = random_model(config, seed=n_init * 10 + n_recent)
-    frames = n_init + n_recent + 3
+    assert_parity(random_model(config, seed=n_init * 10 + n_recent), n_init + n_recent + 3)
+
+
+@pytest.mark.parametrize("policy", ["hybrid", "full"])
+def test_parity_with_absolute_position_embedding(policy):
+    """Every path that embeds a frame (clean, noisy, prefill, next-frame prediction) adds the same table."""
+    config = dataclasses.replace(tiny_config(policy, n_init=1, n_recent=2, num_gists=2), absolute_pos_embed=True)
+    assert_parity(random_model(config, seed=3), 6)
+
+
+def assert_parity(model, frames: int) -> None:
+    config = model.config
     x = random_inputs(config, batch=2, frames=frames)
     with torch.no_grad():
         out = model(**x)

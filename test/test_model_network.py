@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from memorywam_ros.model import MEMORY_POLICIES, CheckpointError, MemoryWAM, MemoryWAMConfig
 from memorywam_ros.model.flow_matching import add_noise, euler_sample, sample_sigma, velocity_target
 from memorywam_ros.model.param_count import count_parameters
-from memorywam_ros.model.rope import action_positions, gist_positions, rope_angles, video_positions
+from memorywam_ros.model.rope import action_positions, gist_positions, rope_angles, sincos_2d, video_positions
 
 
 def _run_episode(model: MemoryWAM, x: dict[str, torch.Tensor], frames: int) -> torch.Tensor:
@@ -84,6 +85,28 @@ def test_checkpoint_round_trip_is_exact(tmp_path):
     with torch.no_grad():
         assert torch.equal(model(**x).action_velocity, loaded(**x).action_velocity)
     assert loaded.config == config
+
+
+def test_absolute_pos_embed_gives_each_token_its_place(tmp_path):
+    """Off: a blank frame gives L identical tokens (RoPE only: a value does not say where it is). On: token l
+    carries table row l, and row l codes the (h, w) that video_positions gives token l (not w, h)."""
+    config = tiny_config("hybrid", grid=(8, 6))
+    blank = torch.zeros(1, config.video.in_channels, 8, 6)
+    with torch.no_grad():
+        off = random_model(config).embed_video(blank)[0]  # (L, D)
+        assert "pos_embed" not in random_model(config).state_dict()
+        on_model = random_model(dataclasses.replace(config, absolute_pos_embed=True))
+        on = on_model.embed_video(blank)[0]
+    assert torch.allclose(off, off[:1].expand_as(off))
+    torch.testing.assert_close(on - on_model.video.patch_embedding.bias, on_model.pos_embed)
+    table = sincos_2d(4, 3, 48)  # grid 8x6 latents -> 4x3 patches
+    hw = video_positions(torch.tensor([0]), 4, 3)[:, 1:].float()  # (L, 2)
+    torch.testing.assert_close(table[:, 0], hw[:, 0].sin())  # first h frequency is 1 rad per patch
+    torch.testing.assert_close(table[:, 24], hw[:, 1].sin())
+    torch.testing.assert_close(MemoryWAM(on_model.config).pos_embed, table * 0.1)  # starts from the table
+    on_model.save_pretrained(tmp_path)
+    loaded = MemoryWAM.from_pretrained(tmp_path)
+    assert loaded.config.absolute_pos_embed and torch.equal(loaded.pos_embed, on_model.pos_embed)
 
 
 @pytest.mark.parametrize("damage", ["missing", "shape"])

@@ -100,6 +100,11 @@ class MemoryWAMConfig:
     latent_width: int = 20
     # padded instruction-embedding length (umT5 tokens)
     text_len: int = 128
+    # a learned (h, w) embedding added to every video token after the patch embedding (MemoryWAM.embed_video).
+    # Wan2.2 has RoPE only, so a token's *value* does not say where it is: an action query that finds an
+    # object by content reads what it is, not where. Off for the Wan2.2 weights; a small model trained from
+    # scratch on the simulator can turn it on (issue 16 lever, bench/results/sim_levers.md).
+    absolute_pos_embed: bool = False
 
     def __post_init__(self) -> None:
         _, ph, pw = self.video.patch_size

@@ -37,7 +37,7 @@ from .attention import MemoryMaskedAttention
 from .config import MemoryWAMConfig
 from .flow_matching import euler_sample
 from .memory import MemoryKVCache, MemoryRules, TokenKind
-from .rope import action_positions, gist_positions, video_positions
+from .rope import action_positions, gist_positions, sincos_2d, video_positions
 from .wan_video_dit import WanVideoDiT
 from .weights import CheckpointError, cast_for_inference, load_into, load_safetensors_dir, read_json
 
@@ -72,7 +72,17 @@ class MemoryWAM(nn.Module):
             self.register_parameter("gist_tokens", None)
         _, ph, pw = config.video.patch_size
         self.grid = (config.latent_height // ph, config.latent_width // pw)
+        if config.absolute_pos_embed:  # (L, D_v), see MemoryWAMConfig.absolute_pos_embed
+            self.pos_embed = nn.Parameter(sincos_2d(*self.grid, config.video.inner_dim) * 0.1)
+        else:
+            self.register_parameter("pos_embed", None)
         self.gradient_checkpointing = False
+
+    def embed_video(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latent frames (B', C, H, W) -> video tokens (B', L, D_v): the patch embedding (+ the absolute
+        position embedding when the config has one). Every path that turns a frame into tokens goes here."""
+        x = self.video.patchify(latents[:, :, None])
+        return x if self.pos_embed is None else x + self.pos_embed.to(x.dtype)
 
     # ------------------------------------------------------------------------------------------
     # training
@@ -110,7 +120,7 @@ class MemoryWAM(nn.Module):
             cond_timestep = torch.zeros(b, n, device=device)
 
         # video-expert tokens: [f_0 g_0 f_1 g_1 ...] then [noisy video of frames 1..N-1]
-        clean = self.video.patchify(latents.flatten(0, 1).unsqueeze(2)).unflatten(0, (b, n))  # (B, N, L, D_v)
+        clean = self.embed_video(latents.flatten(0, 1)).unflatten(0, (b, n))  # (B, N, L, D_v)
         per_frame = [clean]
         if M:
             per_frame.append(self.gist_tokens.to(clean.dtype).expand(b, n, M, -1))
@@ -118,7 +128,7 @@ class MemoryWAM(nn.Module):
         pos = [self._frame_positions(frame_ids)]
         t_video = [cond_timestep.repeat_interleave(L + M, dim=1)]
         if noisy_video is not None:
-            noisy = self.video.patchify(noisy_video.flatten(0, 1).unsqueeze(2)).unflatten(0, (b, n - 1))
+            noisy = self.embed_video(noisy_video.flatten(0, 1)).unflatten(0, (b, n - 1))
             x_video.append(noisy.flatten(1, 2))
             pos.append(video_positions(frame_ids[:, 1:], *self.grid))  # placed at the frame they predict
             t_video.append(video_timestep.repeat_interleave(L, dim=1))
@@ -282,7 +292,7 @@ class MemoryWAM(nn.Module):
         """Run latent frame `frame_id` (B, C, H, W) through the video expert; its keys/values enter the cache."""
         b = latent.shape[0]
         L, M = self.config.tokens_per_frame, self.rules.num_gists
-        x = self.video.patchify(latent[:, :, None])  # (B, L, D_v)
+        x = self.embed_video(latent)  # (B, L, D_v)
         ids = torch.tensor([[frame_id]], device=x.device)
         if M:
             x = torch.cat((x, self.gist_tokens.to(x.dtype).expand(b, M, -1)), dim=1)
@@ -330,7 +340,7 @@ class MemoryWAM(nn.Module):
         text: TextContext,
     ) -> torch.Tensor:
         """Velocity of the next frame's noisy latent (B, C, H, W): video prediction from the cache."""
-        x = self.video.patchify(noisy_latent[:, :, None])
+        x = self.embed_video(noisy_latent)
         cos, sin = self.video.rope(video_positions(torch.tensor([next_frame_id], device=x.device), *self.grid))
         temb, time_mod = self.video.condition_embedder.time(timestep[:, None])
         x = self._scratch_pass(self.video.blocks, cache, x, time_mod, cos, sin, text.video_kv)

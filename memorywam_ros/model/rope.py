@@ -71,3 +71,17 @@ def action_positions(frame_ids: torch.Tensor, chunk_size: int, first: int = 0) -
     k = torch.arange(first, first + chunk_size, dtype=torch.float64, device=frame_ids.device).expand_as(f)
     pos = torch.stack((f, torch.full_like(f, ACTION_ROW), k), dim=-1)
     return pos.flatten(-3, -2)
+
+
+def sincos_2d(grid_h: int, grid_w: int, dim: int) -> torch.Tensor:
+    """(grid_h * grid_w, dim) fixed 2D sin/cos table in token order (h, w): half the dims code h, half w.
+
+    The initial value of MemoryWAM's optional absolute position embedding (a value, not a rotation):
+    nearby patches get similar vectors, so a linear read of an attended token's value gives its place.
+    """
+    if dim % 4:
+        raise ValueError(f"dim {dim} must be divisible by 4 for a 2D sin/cos table")
+    freq = 1.0 / 100.0 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))  # (dim/4,)
+    h = torch.arange(grid_h, dtype=torch.float64)[:, None].expand(grid_h, grid_w).flatten()[:, None] * freq
+    w = torch.arange(grid_w, dtype=torch.float64)[None, :].expand(grid_h, grid_w).flatten()[:, None] * freq
+    return torch.cat((h.sin(), h.cos(), w.sin(), w.cos()), dim=1).float()
