@@ -4,6 +4,7 @@
     .venv/bin/python bench/sim_diagnosis.py open-loop --episodes 10    # ~1 min: teacher-forced error per chunk
     .venv/bin/python bench/sim_diagnosis.py ideal --episodes 20        # ~3 min: closed loop, the sim waits
     .venv/bin/python bench/sim_diagnosis.py readout --seeds 90         # ~3 min: does chunk 0 look at the cube?
+    .venv/bin/python bench/sim_diagnosis.py fit --latents runs/sim_pipeline/latents   # ~1 min: fits its training set?
     .venv/bin/python bench/sim_diagnosis.py failures bench/results/realtime_closed_loop_l0.json   # breakdown
 
 `probe` (can the cube position be read?): for `--seeds` simulator seeds (0.., disjoint from the
@@ -49,6 +50,15 @@ layer on frame 0 (all tokens: a position-aware readout; their mean: what a reado
 know which token it reads gets) and the action expert's last layer on the chunk at the last
 denoising step (the tokens the action head decodes). Video tokens that hold the cube and action
 tokens that do not locate the loss in the action expert's read of the video.
+
+`fit` (does the model use the image on its own training episodes?): every episode of the
+training latents (`--latents`, the run's precomputed set) through the training forward, teacher
+forced, with each chunk's actions at pure noise (sigma 1): x0 = noise - velocity, averaged over
+`--draws` noise draws, is the conditional mean the sampler starts from. Per chunk index, R^2 of
+that prediction against the across-episode spread of the demonstrated chunks (arm joints,
+normalised units): 1 = it reproduces how episodes differ, 0 = it predicts their mean. Twice: with
+the proprio and committed prefix as trained, and with both zeroed (what `state_dropout` trains),
+where only the images can tell episodes apart.
 
 `failures`: the closed-loop breakdown of a `bench/realtime.py closed-loop` / `memorywam-demo
 --results` JSON: the highest reward stage per episode (sim/stages.py: never touched the cube,
@@ -399,6 +409,61 @@ def readout(args: argparse.Namespace) -> dict:
     return out_d
 
 
+def r2_per_chunk(pred: list[np.ndarray], target: list[np.ndarray]) -> list[float]:
+    """Per episode (chunks_e, ...) arrays -> per chunk index i, over the episodes that have chunk i:
+    1 - SSE / (spread of the targets across those episodes). 1: reproduces how episodes differ; 0: their mean."""
+    out = []
+    for i in range(max(len(t) for t in target)):
+        have = [e for e, t in enumerate(target) if len(t) > i]
+        t = np.stack([target[e][i] for e in have])
+        pr = np.stack([pred[e][i] for e in have])
+        out.append(float(1.0 - ((pr - t) ** 2).sum() / max(((t - t.mean(0)) ** 2).sum(), 1e-12)))
+    return out
+
+
+def fit(args: argparse.Namespace) -> dict:
+    """R^2 of the model's chunk (from pure noise) on its training episodes, with and without the state."""
+    import torch
+
+    from memorywam_ros.sim.scripted import ARM_JOINTS
+    from memorywam_train.dataset import LatentDataset, collate
+
+    policy, _ = _load_policy(args)
+    model = policy.model
+    ds = LatentDataset(args.latents, mode="episode", max_frames=args.max_frames, n_init=model.config.memory.n_init,
+                       normalizer=policy.normalizer, committed_prefix=model.config.action.committed_prefix)
+    batches = [collate([ds[e]]) for e in range(len(ds))]
+    # chunks with every action row valid (the last chunk of an episode runs past its end)
+    valid = [int(b["action_mask"][0].all(-1).sum()) for b in batches]
+    target = [b["actions"][0, :v].numpy()[..., ARM_JOINTS] for b, v in zip(batches, valid)]
+    n = max(valid)
+    out = {"mode": "fit", "model": _rel(args.model), "latents": _rel(args.latents), "episodes": len(ds),
+           "episodes_per_chunk": [sum(v > i for v in valid) for i in range(n)], "draws": args.draws,
+           "target_spread_rms": [float(np.stack([t[i] for t in target if len(t) > i]).std(0).mean())
+                                 for i in range(n)]}
+    for name, keep in (("with state", 1.0), ("state zeroed", 0.0)):
+        pred = []
+        for e, b in enumerate(batches):
+            gen, acc = torch.Generator().manual_seed(e), 0.0
+            committed = b["committed"] * keep if "committed" in b else None
+            with torch.no_grad():
+                for _ in range(args.draws):
+                    noise = torch.randn(b["actions"].shape, generator=gen)
+                    v = model(b["latents"], b["text"], b["proprio"] * keep, noise,
+                              torch.full(noise.shape[:2], 1000.0), frame_ids=b["frame_ids"],
+                              committed=committed).action_velocity
+                    acc = acc + (noise - v) / args.draws  # x0 at sigma 1
+            pred.append(acc[0, : valid[e]].numpy()[..., ARM_JOINTS])
+        out[name] = r2_per_chunk(pred, target)
+    print(f"{_rel(args.model)} on its training latents {_rel(args.latents)}: {len(ds)} episodes")
+    print("| chunk | " + " | ".join(str(i) for i in range(n)) + " |\n" + "|---" * (n + 1) + "|")
+    print("| episodes | " + " | ".join(str(x) for x in out["episodes_per_chunk"]) + " |")
+    print("| target spread (rms) | " + " | ".join(f"{x:.3f}" for x in out["target_spread_rms"]) + " |")
+    for name in ("with state", "state zeroed"):
+        print(f"| R^2 {name} | " + " | ".join(f"{x:.2f}" for x in out[name]) + " |")
+    return out
+
+
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """95 % Wilson score interval of k successes in n trials."""
     if n == 0:
@@ -456,12 +521,16 @@ def main(argv: list[str] | None = None) -> int:
     ro.add_argument("--seed", type=int, default=0)
     ro.add_argument("--fovy", type=float, default=None,
                     help="head framing (default: the checkpoint's sim.json, else gym-aloha's 78)")
-    for q in (pr, ol, ie, ro):
+    fi = sub.add_parser("fit")
+    fi.add_argument("--latents", required=True, help="the training run's latents (memorywam-precompute --out)")
+    fi.add_argument("--max-frames", type=int, default=16, help="latent frames per episode (the config's max_frames)")
+    fi.add_argument("--draws", type=int, default=4)
+    for q in (pr, ol, ie, ro, fi):
         q.add_argument("--model", default=str(DEFAULT_MODEL))
         q.add_argument("--torch-threads", type=int, default=2)
     fa = sub.add_parser("failures")
     fa.add_argument("results_json")
-    for q in (pr, ol, ie, ro, fa):
+    for q in (pr, ol, ie, ro, fi, fa):
         q.add_argument("--out", default=None, help="JSON path (default bench/results/sim_diagnosis_<mode>.json)")
     args = p.parse_args(argv)
     if args.mode in ("open-loop", "ideal", "readout"):  # the framing the checkpoint's demos were recorded with
@@ -470,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
 
         args.fovy = head_fovy_for(args.model, args.fovy) or GYM_ALOHA_HEAD_FOVY_DEG
     os.environ.setdefault("MUJOCO_GL", "egl")
-    result = {"probe": probe, "open-loop": open_loop, "ideal": ideal, "readout": readout,
+    result = {"probe": probe, "open-loop": open_loop, "ideal": ideal, "readout": readout, "fit": fit,
               "failures": failures}[args.mode](args)
     result["command"] = " ".join(["bench/sim_diagnosis.py", *(argv if argv is not None else sys.argv[1:])])
     out = Path(args.out) if args.out else RESULTS / f"sim_diagnosis_{args.mode.replace('-', '_')}.json"

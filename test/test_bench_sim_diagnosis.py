@@ -93,3 +93,15 @@ def test_capture_last_block_records_without_changing_the_chunk(tiny_policy) -> N
     cfg = policy.model.config
     assert store["video"].shape == (1, cfg.tokens_per_frame + policy.model.rules.num_gists, cfg.video.inner_dim)
     assert store["action"].shape == (1, cfg.action.committed_prefix + k, cfg.action.hidden_dim)
+
+
+def test_r2_per_chunk_tells_the_mean_from_a_fit_and_skips_missing_chunks() -> None:
+    rng = np.random.default_rng(2)
+    target = [rng.normal(size=(3 if e % 2 else 2, 12)) for e in range(20)]  # odd episodes have a chunk 2
+    assert sd.r2_per_chunk(target, target) == pytest.approx([1.0, 1.0, 1.0])
+    means = [np.stack([np.stack([t[i] for t in target if len(t) > i]).mean(0) for i in range(len(e))])
+             for e in target]
+    assert sd.r2_per_chunk(means, target) == pytest.approx([0.0, 0.0, 0.0], abs=1e-12)
+    # half-way to the mean from each episode's own chunk: R^2 = 1 - 0.25 = 0.75
+    half = [0.5 * (t + m) for t, m in zip(target, means)]
+    assert sd.r2_per_chunk(half, target) == pytest.approx([0.75, 0.75, 0.75])
