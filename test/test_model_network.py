@@ -104,6 +104,7 @@ def test_absolute_pos_embed_gives_each_token_its_place(tmp_path):
     torch.testing.assert_close(table[:, 0], hw[:, 0].sin())  # first h frequency is 1 rad per patch
     torch.testing.assert_close(table[:, 24], hw[:, 1].sin())
     torch.testing.assert_close(MemoryWAM(on_model.config).pos_embed, table * 0.1)  # starts from the table
+    assert count_parameters(on_model.config)["total"] == sum(p.numel() for p in on_model.parameters())
     on_model.save_pretrained(tmp_path)
     loaded = MemoryWAM.from_pretrained(tmp_path)
     assert loaded.config.absolute_pos_embed and torch.equal(loaded.pos_embed, on_model.pos_embed)

@@ -17,7 +17,8 @@ def count_parameters(config: MemoryWAMConfig) -> dict[str, int]:
     with torch.device("meta"):
         model = MemoryWAM(config)
     counts = {
-        "video": sum(p.numel() for p in model.video.parameters()),
+        "video": sum(p.numel() for p in model.video.parameters())
+        + (0 if model.pos_embed is None else model.pos_embed.numel()),  # the optional absolute position table
         "action": sum(p.numel() for p in model.action.parameters()),
         "memory": 0 if model.gist_tokens is None else model.gist_tokens.numel(),
     }
