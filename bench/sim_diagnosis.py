@@ -60,6 +60,10 @@ normalised units): 1 = it reproduces how episodes differ, 0 = it predicts their 
 the proprio and committed prefix as trained, and with both zeroed (what `state_dropout` trains),
 where only the images can tell episodes apart.
 
+Also reported: how far apart the episodes' first images are in the model's input (frame 0's
+latents: rms of their across-episode deviation, overall and at the most varying latent pixel,
+against the latents' rms).
+
 `failures`: the closed-loop breakdown of a `bench/realtime.py closed-loop` / `memorywam-demo
 --results` JSON: the highest reward stage per episode (sim/stages.py: never touched the cube,
 grasp failed, no hand-over, hand-over failed, success), and per stage how many episodes had a
@@ -437,7 +441,13 @@ def fit(args: argparse.Namespace) -> dict:
     valid = [int(b["action_mask"][0].all(-1).sum()) for b in batches]
     target = [b["actions"][0, :v].numpy()[..., ARM_JOINTS] for b, v in zip(batches, valid)]
     n = max(valid)
+    # how much the first images differ in the model's input: frame 0's latents across episodes
+    x0 = np.stack([b["latents"][0, 0].numpy() for b in batches])  # (E, C, H, W)
+    dev = np.sqrt(((x0 - x0.mean(0)) ** 2).mean(0).mean(0))  # (H, W) per latent pixel
+    signal = {"latent_rms": float(np.sqrt((x0**2).mean())), "across_episode_rms": float(np.sqrt((dev**2).mean())),
+              "across_episode_rms_max_pixel": float(dev.max())}
     out = {"mode": "fit", "model": _rel(args.model), "latents": _rel(args.latents), "episodes": len(ds),
+           "frame0_latent_signal": signal,
            "episodes_per_chunk": [sum(v > i for v in valid) for i in range(n)], "draws": args.draws,
            "target_spread_rms": [float(np.stack([t[i] for t in target if len(t) > i]).std(0).mean())
                                  for i in range(n)]}
@@ -456,6 +466,8 @@ def fit(args: argparse.Namespace) -> dict:
             pred.append(acc[0, : valid[e]].numpy()[..., ARM_JOINTS])
         out[name] = r2_per_chunk(pred, target)
     print(f"{_rel(args.model)} on its training latents {_rel(args.latents)}: {len(ds)} episodes")
+    print(f"frame 0's latents differ across episodes by {signal['across_episode_rms']:.4f} rms (latent rms "
+          f"{signal['latent_rms']:.3f}; most at one latent pixel {signal['across_episode_rms_max_pixel']:.3f})")
     print("| chunk | " + " | ".join(str(i) for i in range(n)) + " |\n" + "|---" * (n + 1) + "|")
     print("| episodes | " + " | ".join(str(x) for x in out["episodes_per_chunk"]) + " |")
     print("| target spread (rms) | " + " | ".join(f"{x:.3f}" for x in out["target_spread_rms"]) + " |")
