@@ -429,6 +429,7 @@ def fit(args: argparse.Namespace) -> dict:
     """R^2 of the model's chunk (from pure noise) on its training episodes, with and without the state."""
     import torch
 
+    from memorywam_ros.model.flow_matching import timestep
     from memorywam_ros.sim.scripted import ARM_JOINTS
     from memorywam_train.dataset import LatentDataset, collate
 
@@ -460,9 +461,9 @@ def fit(args: argparse.Namespace) -> dict:
                 for _ in range(args.draws):
                     noise = torch.randn(b["actions"].shape, generator=gen)
                     v = model(b["latents"], b["text"], b["proprio"] * keep, noise,
-                              torch.full(noise.shape[:2], 1000.0), frame_ids=b["frame_ids"],
+                              timestep(torch.ones(noise.shape[:2])), frame_ids=b["frame_ids"],
                               committed=committed).action_velocity
-                    acc = acc + (noise - v) / args.draws  # x0 at sigma 1
+                    acc = acc + (noise - v) / args.draws  # x0 at sigma 1 (velocity_target = noise - x0)
             pred.append(acc[0, : valid[e]].numpy()[..., ARM_JOINTS])
         out[name] = r2_per_chunk(pred, target)
     print(f"{_rel(args.model)} on its training latents {_rel(args.latents)}: {len(ds)} episodes")
