@@ -7,6 +7,7 @@ import it without MiniGrid; bench/memory_capability.py re-exports both for its o
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -33,7 +34,8 @@ def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
 
 
 def train_model(config: MemoryWAMConfig, data: Sequence[dict], steps: int, batch: int, seed: int,
-                cond_noise: float = 1.0, **train: object) -> tuple[MemoryWAM, dict]:
+                cond_noise: float = 1.0, checkpoint: Path | None = None, checkpoint_every: int = 200,
+                **train: object) -> tuple[MemoryWAM, dict]:
     """Train MemoryWAM(config) from scratch on samples in the LatentDataset layout, one process.
 
     Each step is `memorywam_train.train.train_step` (lr_at schedule, flow_matching_loss, clip,
@@ -41,7 +43,13 @@ def train_model(config: MemoryWAMConfig, data: Sequence[dict], steps: int, batch
     torchrun set-up is left out (it buys nothing at these sizes). `data` may be any sequence
     (a lazily generated one too). Learning rate 1e-3 with 100 warm-up steps and cosine decay to
     1e-4: the paper's 2e-4 fine-tunes a pretrained 5B model, these models start from scratch.
-    `train` overrides further TrainConfig fields (e.g. loss_video_weight=0.0)."""
+    `train` overrides further TrainConfig fields (e.g. loss_video_weight=0.0).
+
+    `checkpoint`: a file that holds the run every `checkpoint_every` steps (model, AdamW, the
+    noise generator, the sample order, the losses so far) and resumes it when the same call is
+    made again, so an interrupted cell of a long benchmark continues where it stopped instead of
+    starting over; the resumed run is the uninterrupted one, step for step (tested). The file
+    records the arguments it was made with and a run with other arguments is refused."""
     knobs = {"lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 100, "cond_noise_prob": cond_noise, **train}
     cfg = TrainConfig(steps=steps, seed=seed, **knobs)
     torch.manual_seed(seed)
@@ -50,16 +58,42 @@ def train_model(config: MemoryWAMConfig, data: Sequence[dict], steps: int, batch
     gen = torch.Generator().manual_seed(seed)
     order = np.random.default_rng(seed)
     perm: list[int] = []
-    losses, t0 = [], time.perf_counter()
+    losses: list[tuple[float, float]] = []
+    start, spent = 0, 0.0
+    identity = {"config": config.to_dict(), "train": {k: repr(v) for k, v in sorted(knobs.items())},
+                "steps": steps, "batch": batch, "seed": seed, "samples": len(data)}
+    if checkpoint is not None and Path(checkpoint).is_file():
+        state = torch.load(checkpoint, weights_only=False)
+        if state["identity"] != identity:
+            raise SystemExit(f"{checkpoint} holds a run with other arguments: move it away to start this one")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        order.bit_generator.state = state["order"]
+        perm, losses, start, spent = state["perm"], state["losses"], state["step"], state["train_s"]
+    t0 = time.perf_counter()
     model.train()
-    for step in range(steps):
+    for step in range(start, steps):
         if len(perm) < batch:
             perm += order.permutation(len(data)).tolist()
         idx, perm = perm[:batch], perm[batch:]
         batch_data = collate([data[i] for i in idx])
         _, video_loss, action_loss, _, _ = train_step(model, opt, batch_data, cfg, gen, "cpu", step)
         losses.append((float(video_loss), float(action_loss)))
+        if checkpoint is not None and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+            _save(Path(checkpoint), {"identity": identity, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                                     "generator": gen.get_state(), "order": order.bit_generator.state, "perm": perm,
+                                     "losses": losses, "step": step + 1,
+                                     "train_s": spent + time.perf_counter() - t0})
     tail = np.array(losses[-max(1, steps // 10):])
     params = sum(p.numel() for p in model.parameters())
-    return model.eval(), {"params": params, "train_s": time.perf_counter() - t0,
+    return model.eval(), {"params": params, "train_s": spent + time.perf_counter() - t0, "resumed_at": start,
                           "final_video_loss": float(tail[:, 0].mean()), "final_action_loss": float(tail[:, 1].mean())}
+
+
+def _save(path: Path, state: dict) -> None:
+    """Write to a temporary file and rename it over the old one: a kill mid-write leaves the last good state."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)

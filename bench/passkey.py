@@ -4,7 +4,9 @@
     nohup nice -n 10 .venv/bin/python bench/passkey.py > bench/results/passkey_full.log 2>&1 &   # the result
 
 Writes bench/results/passkey_{quick,full}.{json,md,png} after every cell; a rerun skips the
-cells its JSON already holds (same knobs), so the full run resumes where it was stopped.
+cells its JSON already holds (same knobs), and a cell interrupted mid-training continues from its
+last checkpoint (`<out>.ckpt/<policy>@<D>.pt`, every 200 steps, removed once the cell is in the
+JSON), so the full run resumes where it was stopped.
 
 Why a synthetic probe: the MiniGrid benchmark (bench/results/memory_capability.md) sits at
 chance because the tiny CPU-trained model cannot *see* an 8x8 sprite; here perception is trivial
@@ -191,10 +193,13 @@ def instruction_text() -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------ train / eval
 def train_cell(policy: str, delay: int, steps: int, batch: int, seed: int = 0,
-               layers: int = NUM_LAYERS, cue: str = "spatial") -> tuple[MemoryWAM, dict]:
+               layers: int = NUM_LAYERS, cue: str = "spatial",
+               checkpoint: Path | None = None) -> tuple[MemoryWAM, dict]:
+    """One cell's model. `checkpoint`: where the unfinished run is kept (a D = 128 cell is > 1 h of CPU)."""
     config = probe_config(policy, layers)
     data = PasskeyEpisodes(delay, instruction_text(), count=max(1, steps * batch), seed0=seed * 100_000, cue=cue)
-    return train_model(config, data, steps, batch, seed, cond_noise=COND_NOISE, loss_video_weight=0.0)
+    return train_model(config, data, steps, batch, seed, cond_noise=COND_NOISE, checkpoint=checkpoint,
+                       loss_video_weight=0.0)
 
 
 @torch.no_grad()
@@ -284,6 +289,11 @@ def nearest_centroid_accuracy(features: torch.Tensor, labels: list[int]) -> list
 # ------------------------------------------------------------------------------------ report
 def cell_key(policy: str, delay: int) -> str:
     return f"{policy}@{delay}"
+
+
+def cell_checkpoint(stem: Path, key: str) -> Path:
+    """Where an unfinished cell's training is kept: beside the report, `<stem>.ckpt/<policy>@<D>.pt` (not committed)."""
+    return stem.with_name(stem.name + ".ckpt") / f"{key}.pt"
 
 
 def targets_met(result: dict) -> dict:
@@ -385,8 +395,9 @@ def run(knobs: dict, policies: Sequence[str], stem: Path, command: str, preset: 
             if key in cells:
                 print(f"  {key:14s} done earlier, skipped", flush=True)
                 continue
+            ckpt = cell_checkpoint(stem, key)
             model, info = train_cell(policy, delay, knobs["steps"], knobs["batch"], knobs.get("seed", 0),
-                                     knobs.get("layers", NUM_LAYERS), knobs.get("cue", "spatial"))
+                                     knobs.get("layers", NUM_LAYERS), knobs.get("cue", "spatial"), ckpt)
             r = evaluate(model, delay, knobs["episodes"], cue=knobs.get("cue", "spatial"))
             cells[key] = {"policy": policy, "delay": delay, **r, "train": info}
             print(f"  {key:14s} accuracy {r['accuracy']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] neutral "
@@ -394,6 +405,7 @@ def run(knobs: dict, policies: Sequence[str], stem: Path, command: str, preset: 
                   f" | {r['latency_ms_median']:.1f} ms/chunk | loss a {info['final_action_loss']:.4f} "
                   f"train {info['train_s']:.0f} s", flush=True)
             write_report(result, stem)
+            ckpt.unlink(missing_ok=True)  # the cell is in the JSON now
     write_report(result, stem)
     return result
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,46 @@ def test_attention_probe_partitions_what_the_query_chunk_sees():
         assert masses["query->cue_tokens"][layer] == 0.0
         assert masses["query->cue_gist"][layer] > 0.0  # the gist stays visible
         assert 0.0 < masses["cue_gist->cue_tokens"][layer] < 1.0  # the gist reads its own frame
+
+
+class _Interrupt(Exception):
+    pass
+
+
+class _DiesAfter(Sequence):
+    """The training episodes, but the process 'dies' (raises) after `calls` samples were drawn."""
+
+    def __init__(self, data, calls: int):
+        self.data, self.calls = data, calls
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i):
+        if self.calls == 0:
+            raise _Interrupt
+        self.calls -= 1
+        return self.data[i]
+
+
+def test_an_interrupted_cell_resumes_into_the_uninterrupted_run(tmp_path):
+    """bench/memory_training.train_model(checkpoint=...): killed after step 4 of 6 with a checkpoint every
+    2 steps, run again, it ends with the very parameters of the run never interrupted (model, AdamW
+    moments, noise generator and sample order all restored: dropping any one changes them)."""
+    from memory_training import train_model
+
+    torch.set_num_threads(1)
+    config = pk.probe_config("hybrid")
+    data = pk.PasskeyEpisodes(4, pk.instruction_text(), count=5, cue="uniform")
+    kw = {"steps": 6, "batch": 2, "seed": 3, "cond_noise": 0.0, "loss_video_weight": 0.0}
+    straight, _ = train_model(config, data, **kw)
+    ckpt = tmp_path / "cell.pt"
+    with pytest.raises(_Interrupt):
+        train_model(config, _DiesAfter(data, calls=2 * 5), checkpoint=ckpt, checkpoint_every=2, **kw)
+    assert torch.load(ckpt, weights_only=False)["step"] == 4
+    resumed, info = train_model(config, data, checkpoint=ckpt, checkpoint_every=2, **kw)
+    assert info["resumed_at"] == 4
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(SystemExit, match="other arguments"):
+        train_model(config, data, checkpoint=ckpt, checkpoint_every=2, **dict(kw, steps=8))
