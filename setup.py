@@ -69,6 +69,7 @@ setup(
             "memorywam-export-lerobot = memorywam_train.lerobot_export:main",
             "memorywam-precompute = memorywam_train.precompute:main",
             "memorywam-train = memorywam_train.train:main",
+            "memorywam-train-vae = memorywam_train.vae_train:main",
         ],
     },
 )

@@ -14,8 +14,9 @@
 # Look-and-Press: CUE_START / CUE_FRAMES / DELAY_CHUNKS time the cue (default: memorywam_ros/sim/stages.py
 # LOOK_AND_PRESS_TIMING, the shipped checkpoint's); MEMORY_POLICY=window|no_gist|full|no_anchor trains
 # an ablation (same data and budget); memorywam-demo --task look_and_press runs the result.
-# Levers: EPISODES, STEPS, HEAD_FOVY, DART, NPROC (1 = plain single process: ~2x the steps/s of 2 at
-# batch 1 on CPU), TRAIN_ARGS="key=value ..." (memorywam-train overrides, e.g. "state_dropout=0.5")
+# Levers: EPISODES, STEPS, HEAD_FOVY, DART, VAE_STEPS (> 0: first train the tiny VAE on the demos'
+# frames, foreground weighted, memorywam-train-vae; 0: it keeps its random weights), NPROC (1 = plain
+# single process: ~2x the steps/s of 2 at batch 1 on CPU), TRAIN_ARGS="key=value ..." (memorywam-train overrides, e.g. "state_dropout=0.5")
 # with RUN=<folder under $WORK> so a variant trains on the same latents without touching another run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +42,7 @@ if [[ "${1:-}" == "--observation-lead" ]]; then LEAD="${2:?--observation-lead ne
 LEAD="${LEAD:-12}"  # observation lead: fits the ~1.2 s closed-loop chunk latency on 2 CPU cores (README "Timing")
 PREFIX="${PREFIX:-$LEAD}"  # committed prefix: = LEAD (the model is given the commands still running), or 0
 DART="${DART:-0}"  # std (rad) of the noise on the demos' executed arm targets (DART; labels stay clean)
+VAE_STEPS="${VAE_STEPS:-0}"  # memorywam-train-vae steps (0: the tiny VAE keeps its random weights)
 HEAD_FOVY="${HEAD_FOVY:-78}"  # head camera framing of the demos (memorywam_ros/sim/aloha.py); the demo must match
 BIN=.venv/bin
 export MUJOCO_GL="${MUJOCO_GL:-egl}" GLOO_SOCKET_IFNAME=lo OMP_NUM_THREADS=1
@@ -63,8 +65,14 @@ stage convert bash -c '"$1/memorywam-convert" "$0"/bags/* --out "$0/episodes" --
   --instruction "$2" --overwrite --quiet' "$WORK" "$BIN" "$INSTRUCTION"
 # the tiny Wan2.2-layout VAE (random weights, frozen) that encodes the latents and ships with the export
 stage init "$BIN/memorywam-checkpoint" init-random --preset tiny --out "$WORK/init" --overwrite
-stage precompute bash -c 'rm -rf "$0/latents" && "$1/memorywam-precompute" "$0/episodes" --vae "$0/init" \
-  --random-text-dim 32 --text-len 16 --observation-lead "$2" --out "$0/latents" --quiet' "$WORK" "$BIN" "$LEAD"
+ENCODER="$WORK/init"
+if (( VAE_STEPS > 0 )); then  # the same tiny VAE trained on the demos' mosaics (resumes from $WORK/init_vae)
+  stage vae "$BIN/memorywam-train-vae" "$WORK/episodes" --init "$WORK/init" --out "$WORK/init_vae" \
+    --steps "$VAE_STEPS" --threads 1
+  ENCODER="$WORK/init_vae"
+fi
+stage precompute bash -c 'rm -rf "$0/latents" && "$1/memorywam-precompute" "$0/episodes" --vae "$3" \
+  --random-text-dim 32 --text-len 16 --observation-lead "$2" --out "$0/latents" --quiet' "$WORK" "$BIN" "$LEAD" "$ENCODER"
 echo "[train_sim] train ($(date -u +%H:%M:%S))"
 "$BIN/torchrun" --standalone --nproc_per_node "${NPROC:-2}" -m memorywam_train.train --config "$CONFIG" \
   latents_dir="$WORK/latents" out_dir="$WORK/$RUN" steps="$STEPS" memory_policy="$MEMORY_POLICY" \
