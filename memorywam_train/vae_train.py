@@ -33,9 +33,10 @@ statistics in the VAE config, so the normalised latents the DiT sees have zero m
 variance per channel on these data (the random VAE's latents had an rms of 0.42 under the real
 Wan2.2 statistics). OUT is the init checkpoint with this `vae/`; `memorywam-precompute --vae OUT`
 encodes with it and the trainer's export ships it. Resumable: the state (VAE, AdamW, step, sample
-generator) is kept in OUT/.vae_train_state.pt every `--checkpoint-every` steps; `vae_train.json`
-records the losses and the reconstruction error on 4 fixed mosaics before and after, background
-and foreground apart.
+generator) is kept in OUT/.vae_train_state.pt every 100 steps. Beside the VAE:
+`vae_train.json` (the losses, the reconstruction error on 4 fixed mosaics before and after,
+background and foreground apart) and `vae_train.png` (an episode's first mosaic through the init
+and the trained VAE).
 """
 
 from __future__ import annotations
@@ -183,6 +184,29 @@ def evaluate(vae, clips: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, f
     return {"background_mse": float(np.nanmean(bg_err)), "foreground_mse": float(np.nanmean(fg_err))}
 
 
+def preview(vaes: dict[str, object], mosaic: np.ndarray, path: Path) -> None:
+    """PNG: one mosaic and its reconstruction by each VAE (e.g. the init's and the trained one), side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from memorywam_ros.runtime.mosaic import mosaics_to_tensor
+
+    x = mosaics_to_tensor(mosaic[None])[None]
+    panels = {"input": x}
+    with torch.no_grad():
+        panels.update({name: reconstruct(vae, x).clamp(-1, 1) for name, vae in vaes.items()})
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 4))
+    for ax, (name, im) in zip(axes, panels.items()):
+        ax.imshow((im[0, :, 0].permute(1, 2, 0).float().numpy() + 1) / 2)
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
 def train_vae(episodes_dir: Path, init: Path, out: Path, steps: int = 2000, fg_weight: float = 10.0,
               lr: float = 5e-4, crop: tuple[int, int] | None = (192, 160), seed: int = 0,
               checkpoint_every: int = 100, background_episodes: int = 25, progress: bool = True) -> dict:
@@ -258,6 +282,8 @@ def train_vae(episodes_dir: Path, init: Path, out: Path, steps: int = 2000, fg_w
               "train_s_this_run": time.perf_counter() - t0, "eval_before": before, "eval_after": after,
               "latents_mean": mean, "latents_std": std, "history_every_50": history[49::50]}
     (out / "vae_train.json").write_text(json.dumps(report, indent=1) + "\n")
+    init_vae = AutoencoderKLWan.from_pretrained(str(vae_dir), low_cpu_mem_usage=False).eval()
+    preview({"init VAE": init_vae, "trained VAE": vae}, mosaics.mosaic(0, 0), out / "vae_train.png")
     state_path.unlink(missing_ok=True)
     return report
 

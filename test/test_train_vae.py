@@ -104,7 +104,7 @@ def test_run_writes_statistics_that_normalise_the_latents_and_resumes(episodes, 
     init = AutoencoderKLWan.from_pretrained(str(tiny_checkpoint / "vae"))
     assert not torch.equal(trained.encoder.conv_in.weight, init.encoder.conv_in.weight)
     assert list(trained.config.latents_std) == pytest.approx(report["latents_std"])
-    assert not (out / vt.STATE).exists() and (out / "memorywam.json").is_file()
+    assert not (out / vt.STATE).exists() and (out / "memorywam.json").is_file() and (out / "vae_train.png").is_file()
 
     # the checkpoint encodes through precompute; its statistics make the stored latents standard per channel
     result = precompute(root, out, tmp_path / "latents", random_text_dim=32, text_len=16, progress=False)
