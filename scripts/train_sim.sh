@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Train a checkpoint that drives the simulated dual arm, through our own pipeline: scripted demos
-# (real rosbag2 mcap) -> memorywam-convert -> memorywam-precompute -> memorywam-train (torchrun,
-# 2 CPU processes) -> --export checkpoints/sim_<task>. Run ./scripts/setup.sh first.
-#   ./scripts/train_sim.sh                          # TransferCube: the README's main job (~45 min on 2 cores)
+# (real rosbag2 mcap) -> memorywam-convert -> [memorywam-train-vae] -> memorywam-precompute ->
+# memorywam-train (torchrun, 1 CPU process by default) -> --export checkpoints/sim_<task>. Run ./scripts/setup.sh first.
+#   ./scripts/train_sim.sh                          # TransferCube: the README's main job (~1.2 h on 2 cores)
 #   TASK=look_and_press ./scripts/train_sim.sh      # Look-and-Press (memory; config/train_look_and_press.yaml)
 # Resumable: run it again after an interruption.
 # The shipped TransferCube checkpoint is this script's defaults: observation lead 12 with a committed
@@ -23,7 +23,9 @@ cd "$(dirname "$0")/.."
 TASK="${TASK:-transfer_cube}"
 case "$TASK" in
   transfer_cube) CONFIG="${CONFIG:-config/train_sim.yaml}"; INSTRUCTION="transfer the cube"
-    WORK="${WORK:-runs/sim_pipeline}"; TASK_ARGS=() ;;
+    WORK="${WORK:-runs/sim_pipeline}"; TASK_ARGS=()
+    # the shipped recipe (bench/results/sim_levers.md): head camera at 36°, the VAE trained on the demos, 3000 steps
+    HEAD_FOVY="${HEAD_FOVY:-36}"; VAE_STEPS="${VAE_STEPS:-2000}"; STEPS="${STEPS:-3000}" ;;
   look_and_press) CONFIG="${CONFIG:-config/train_look_and_press.yaml}"; INSTRUCTION="press the button the panel showed"
     read -r CS CF DC < <(.venv/bin/python -c "from memorywam_ros.sim.stages import LOOK_AND_PRESS_TIMING as t; \
 print(t['cue_start'], t['cue_frames'], t['delay_chunks'])")
@@ -37,13 +39,13 @@ RUN="${RUN:-run_$MEMORY_POLICY}"  # the training run's folder under $WORK (resum
 read -r -a TRAIN_ARGS <<< "${TRAIN_ARGS:-}"  # extra memorywam-train overrides, e.g. TRAIN_ARGS="cond_noise_prob=0"
 OUT="${OUT:-checkpoints/sim_$TASK}"
 EPISODES="${EPISODES:-50}"
-STEPS="${STEPS:-1500}"
+STEPS="${STEPS:-1500}"  # (TransferCube: 3000, set above)
 if [[ "${1:-}" == "--observation-lead" ]]; then LEAD="${2:?--observation-lead needs a value}"; fi
 LEAD="${LEAD:-12}"  # observation lead: fits the ~1.2 s closed-loop chunk latency on 2 CPU cores (README "Timing")
 PREFIX="${PREFIX:-$LEAD}"  # committed prefix: = LEAD (the model is given the commands still running), or 0
 DART="${DART:-0}"  # std (rad) of the noise on the demos' executed arm targets (DART; labels stay clean)
-VAE_STEPS="${VAE_STEPS:-0}"  # memorywam-train-vae steps (0: the tiny VAE keeps its random weights)
-HEAD_FOVY="${HEAD_FOVY:-78}"  # head camera framing of the demos (memorywam_ros/sim/aloha.py); the demo must match
+VAE_STEPS="${VAE_STEPS:-0}"  # memorywam-train-vae steps (0: the tiny VAE keeps its random weights; TransferCube: 2000)
+HEAD_FOVY="${HEAD_FOVY:-78}"  # (TransferCube: 36) head camera framing of the demos (memorywam_ros/sim/aloha.py); the demo must match
 BIN=.venv/bin
 export MUJOCO_GL="${MUJOCO_GL:-egl}" GLOO_SOCKET_IFNAME=lo OMP_NUM_THREADS=1
 
@@ -74,7 +76,7 @@ fi
 stage precompute bash -c 'rm -rf "$0/latents" && "$1/memorywam-precompute" "$0/episodes" --vae "$3" \
   --random-text-dim 32 --text-len 16 --observation-lead "$2" --out "$0/latents" --quiet' "$WORK" "$BIN" "$LEAD" "$ENCODER"
 echo "[train_sim] train ($(date -u +%H:%M:%S))"
-"$BIN/torchrun" --standalone --nproc_per_node "${NPROC:-2}" -m memorywam_train.train --config "$CONFIG" \
+"$BIN/torchrun" --standalone --nproc_per_node "${NPROC:-1}" -m memorywam_train.train --config "$CONFIG" \
   latents_dir="$WORK/latents" out_dir="$WORK/$RUN" steps="$STEPS" memory_policy="$MEMORY_POLICY" \
   model.action.committed_prefix="$PREFIX" progress=false "${TRAIN_ARGS[@]}" --export "$OUT"
 # the simulator setup the demos were recorded with travels with the checkpoint (memorywam_ros/sim/sim_setup.py)
