@@ -7,7 +7,6 @@ import it without MiniGrid; bench/memory_capability.py re-exports both for its o
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -20,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from memorywam_ros.model import MemoryWAM, MemoryWAMConfig
 from memorywam_train.dataset import collate
+from memorywam_train.fsdp import load_state_file, save_state_file
 from memorywam_train.train import TrainConfig, build_optimizer, train_step
 
 
@@ -62,10 +62,8 @@ def train_model(config: MemoryWAMConfig, data: Sequence[dict], steps: int, batch
     start, spent = 0, 0.0
     identity = {"config": config.to_dict(), "train": {k: repr(v) for k, v in sorted(knobs.items())},
                 "steps": steps, "batch": batch, "seed": seed, "samples": len(data)}
-    if checkpoint is not None and Path(checkpoint).is_file():
-        state = torch.load(checkpoint, weights_only=False)
-        if state["identity"] != identity:
-            raise SystemExit(f"{checkpoint} holds a run with other arguments: move it away to start this one")
+    state = load_state_file(checkpoint, identity) if checkpoint is not None else None
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
@@ -81,19 +79,12 @@ def train_model(config: MemoryWAMConfig, data: Sequence[dict], steps: int, batch
         _, video_loss, action_loss, _, _ = train_step(model, opt, batch_data, cfg, gen, "cpu", step)
         losses.append((float(video_loss), float(action_loss)))
         if checkpoint is not None and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
-            _save(Path(checkpoint), {"identity": identity, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                                     "generator": gen.get_state(), "order": order.bit_generator.state, "perm": perm,
-                                     "losses": losses, "step": step + 1,
-                                     "train_s": spent + time.perf_counter() - t0})
+            save_state_file(checkpoint, identity, {
+                "model": model.state_dict(), "optimizer": opt.state_dict(), "generator": gen.get_state(),
+                "order": order.bit_generator.state, "perm": perm, "losses": losses, "step": step + 1,
+                "train_s": spent + time.perf_counter() - t0})
     tail = np.array(losses[-max(1, steps // 10):])
     params = sum(p.numel() for p in model.parameters())
     return model.eval(), {"params": params, "train_s": spent + time.perf_counter() - t0, "resumed_at": start,
                           "final_video_loss": float(tail[:, 0].mean()), "final_action_loss": float(tail[:, 1].mean())}
 
-
-def _save(path: Path, state: dict) -> None:
-    """Write to a temporary file and rename it over the old one: a kill mid-write leaves the last good state."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)

@@ -135,6 +135,30 @@ def checkpoint_dirs(out_dir: str | Path) -> list[Path]:
     return sorted(dirs, key=lambda p: int(p.name.split("_")[1]))
 
 
+def save_state_file(path: str | Path, identity: dict[str, Any], state: dict[str, Any]) -> None:
+    """A one-process run's resumable state (`torch.save`, with the arguments that made it) as one file.
+
+    The single-process trainers' counterpart of `save_checkpoint` (bench/memory_training.py,
+    memorywam-train-vae): written beside the target and renamed over it, so a kill mid-write leaves
+    the last good state."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"identity": identity, **state}, tmp)
+    os.replace(tmp, path)
+
+
+def load_state_file(path: str | Path, identity: dict[str, Any]) -> dict[str, Any] | None:
+    """The state `save_state_file` kept at `path`, or None when there is none; a run with other arguments is refused."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    state = torch.load(path, weights_only=False)
+    if state["identity"] != identity:
+        raise SystemExit(f"{path} holds a run with other arguments: move it away to start this one")
+    return state
+
+
 def save_checkpoint(
     out_dir: str | Path,
     model: nn.Module,

@@ -24,8 +24,8 @@ What is trained (diffusers `AutoencoderKLWan`, the init checkpoint's `vae/`, eve
   * loss = mean squared error over the background pixels + fg_weight · over the foreground
     pixels, each averaged over its own pixels (`weighted_reconstruction_loss`), so the foreground's
     share does not shrink with its area. Foreground = a pixel more than FG_THRESHOLD from the
-    per-pixel median of mosaics sampled across the episodes (`background`): the table, the
-    walls and the arms' resting pose are the median, the cube and the moving arms are not.
+    per-pixel median *over the episodes at the same row* (`background`): what tells one episode
+    from another at the same time step (at row 0 only the cube; later also where the arms went).
 
 After training, the per-channel mean and standard deviation of the latents of every episode
 (precompute's `encode_episode`: the streaming encoder, frame by frame) replace the Wan2.2
@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import sys
 import time
@@ -215,6 +214,7 @@ def train_vae(episodes_dir: Path, init: Path, out: Path, steps: int = 2000, fg_w
 
     from memorywam_ros.runtime.mosaic import mosaics_to_tensor
 
+    from .fsdp import load_state_file, save_state_file
     from .precompute import resolve_vae
     from .train import TrainConfig, lr_at
 
@@ -234,10 +234,8 @@ def train_vae(episodes_dir: Path, init: Path, out: Path, steps: int = 2000, fg_w
     state_path, start, history = out / STATE, 0, []
     identity = {"episodes": [p.name for p in paths], "init": str(vae_dir), "steps": steps, "fg_weight": fg_weight,
                 "lr": lr, "crop": list(crop) if crop else None, "seed": seed}
-    if state_path.is_file():
-        state = torch.load(state_path, weights_only=False)
-        if state["identity"] != identity:
-            raise SystemExit(f"{state_path} holds a run with other arguments: delete {out} to start this one")
+    state = load_state_file(state_path, identity)
+    if state is not None:
         vae.load_state_dict(state["vae"])
         opt.load_state_dict(state["optimizer"])
         rng.bit_generator.state = state["rng"]
@@ -265,10 +263,9 @@ def train_vae(episodes_dir: Path, init: Path, out: Path, steps: int = 2000, fg_w
             print(f"[train-vae] step {step + 1}/{steps} loss {tail[0]:.4f} background {tail[1]:.4f} "
                   f"foreground {tail[2]:.4f} ({time.perf_counter() - t0:.0f} s)", flush=True)
         if (step + 1) % checkpoint_every == 0 and step + 1 < steps:
-            tmp = state_path.with_name(STATE + ".tmp")
-            torch.save({"identity": identity, "vae": vae.state_dict(), "optimizer": opt.state_dict(),
-                        "rng": rng.bit_generator.state, "step": step + 1, "history": history}, tmp)
-            os.replace(tmp, state_path)
+            save_state_file(state_path, identity, {"vae": vae.state_dict(), "optimizer": opt.state_dict(),
+                                                   "rng": rng.bit_generator.state, "step": step + 1,
+                                                   "history": history})
     vae.eval()
     after = evaluate(vae, eval_clips)
     mean, std = latent_statistics(vae, mosaics)
