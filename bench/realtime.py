@@ -168,7 +168,7 @@ def closed_loop(args: argparse.Namespace) -> dict:
 
     demo.summarize = keep
     try:
-        demo_args = ["--model", str(model), "--episodes", str(args.episodes), "--episode-timeout",
+        demo_args = ["--task", args.task, "--model", str(model), "--episodes", str(args.episodes), "--episode-timeout",
                      str(args.episode_timeout), "--seed", str(args.seed), "--num-steps", str(args.num_steps),
                      "--torch-threads", str(args.torch_threads), "--startup-timeout", "300", "--log-dir", args.log_dir]
         if args.head_fovy is not None:
@@ -180,7 +180,7 @@ def closed_loop(args: argparse.Namespace) -> dict:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
     lead = json.loads((Path(args.model) / "memorywam.json").read_text()).get("observation_lead", 0)
-    result = {"mode": "closed-loop", "model": _rel(args.model), "observation_lead": args.relabel_lead
+    result = {"mode": "closed-loop", "task": args.task, "model": _rel(args.model), "observation_lead": args.relabel_lead
               if args.relabel_lead is not None else lead, "relabelled": args.relabel_lead is not None,
               "episodes": len(episodes), "successes": summary["successes"],
               "chunk_latency_ms": summary["chunk_latency"], **boundary_and_holds(episodes),
@@ -207,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-steps", type=int, default=10)
     p.add_argument("--chunks", type=int, default=40, help="latency: latent frames to time")
     p.add_argument("--episodes", type=int, default=20)
+    p.add_argument("--task", default="transfer_cube", choices=("transfer_cube", "insertion"),
+                   help="closed-loop: the simulated task (the checkpoint's sim.json must name it)")
     p.add_argument("--episode-timeout", type=float, default=25.0)
     p.add_argument("--seed", type=int, default=100000)
     p.add_argument("--head-fovy", type=float, default=None, help="simulator head camera framing (the demos')")

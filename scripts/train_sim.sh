@@ -4,6 +4,7 @@
 # memorywam-train (torchrun, 1 CPU process by default) -> --export checkpoints/sim_<task>. Run ./scripts/setup.sh first.
 #   ./scripts/train_sim.sh                          # TransferCube: the README's main job (~1.2 h on 2 cores)
 #   TASK=look_and_press ./scripts/train_sim.sh      # Look-and-Press (memory; config/train_look_and_press.yaml)
+#   TASK=insertion ./scripts/train_sim.sh           # Insertion with TransferCube's recipe (no shipped checkpoint)
 # Resumable: run it again after an interruption.
 # The shipped TransferCube checkpoint is this script's defaults: observation lead 12 with a committed
 # prefix of 12 (measured closed loop: bench/results/realtime_closed_loop_l12_prefix.json; README
@@ -26,13 +27,17 @@ case "$TASK" in
     WORK="${WORK:-runs/sim_pipeline}"; TASK_ARGS=()
     # the shipped recipe (bench/results/sim_levers.md): head camera at 36°, the VAE trained on the demos, 3000 steps
     HEAD_FOVY="${HEAD_FOVY:-36}"; VAE_STEPS="${VAE_STEPS:-2000}"; STEPS="${STEPS:-3000}" ;;
+  insertion) CONFIG="${CONFIG:-config/train_sim.yaml}"; INSTRUCTION="insert the peg into the socket"
+    WORK="${WORK:-runs/sim_insertion}"; TASK_ARGS=()
+    # TransferCube's recipe unchanged (bench/results/sim_levers.md "Insertion")
+    HEAD_FOVY="${HEAD_FOVY:-36}"; VAE_STEPS="${VAE_STEPS:-2000}"; STEPS="${STEPS:-3000}" ;;
   look_and_press) CONFIG="${CONFIG:-config/train_look_and_press.yaml}"; INSTRUCTION="press the button the panel showed"
     read -r CS CF DC < <(.venv/bin/python -c "from memorywam_ros.sim.stages import LOOK_AND_PRESS_TIMING as t; \
 print(t['cue_start'], t['cue_frames'], t['delay_chunks'])")
     CUE_START="${CUE_START:-$CS}"; CUE_FRAMES="${CUE_FRAMES:-$CF}"; DELAY_CHUNKS="${DELAY_CHUNKS:-$DC}"
     WORK="${WORK:-runs/sim_look_and_press_c${CUE_START}}"
     TASK_ARGS=(--cue-start "$CUE_START" --cue-frames "$CUE_FRAMES" --delay-chunks "$DELAY_CHUNKS") ;;
-  *) echo "TASK must be transfer_cube or look_and_press, not $TASK" >&2; exit 2 ;;
+  *) echo "TASK must be transfer_cube, insertion or look_and_press, not $TASK" >&2; exit 2 ;;
 esac
 MEMORY_POLICY="${MEMORY_POLICY:-hybrid}"
 RUN="${RUN:-run_$MEMORY_POLICY}"  # the training run's folder under $WORK (resumes from its checkpoints)

@@ -48,3 +48,13 @@ def test_shipped_simulator_checkpoints_name_their_framing() -> None:
     for name, task in (("sim_transfer_cube", "transfer_cube"), ("sim_look_and_press", "look_and_press")):
         setup = json.loads((root / name / SIM_SETUP_FILE).read_text())
         assert setup["task"] == task and 1 <= setup["head_fovy_deg"] <= 170
+
+
+def test_a_checkpoint_runs_only_on_the_task_it_was_trained_for(tmp_path: Path) -> None:
+    """An Insertion checkpoint started on TransferCube would move the arms towards a peg that is not
+    there: the demo refuses it before any node starts, naming the task to use."""
+    write_sim_setup(tmp_path, "insertion", 36)
+    with pytest.raises(SystemExit, match=r"trained for the insertion task.*--task insertion"):
+        demo.sim_arguments(demo.build_parser().parse_args([]), tmp_path)
+    args = demo.build_parser().parse_args(["--task", "insertion"])
+    assert "task:=insertion" in demo.sim_arguments(args, tmp_path)

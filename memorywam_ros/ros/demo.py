@@ -32,12 +32,12 @@ from pathlib import Path
 import numpy as np
 
 from memorywam_ros.ros.launch_utils import FASTDDS_PROFILE_VARS, dds_environment
-from memorywam_ros.sim.sim_setup import SIM_SETUP_FILE, head_fovy_for
+from memorywam_ros.sim.sim_setup import SIM_SETUP_FILE, checkpoint_sim_setup, head_fovy_for
 from memorywam_ros.sim.stages import LOOK_AND_PRESS_TIMING, MAX_REWARD, REWARD_STAGES
 
 REPO = Path(__file__).resolve().parents[2]
-TASKS = ("transfer_cube", "look_and_press")  # the tasks with a shipped checkpoint: checkpoints/sim_<task>
-EPISODE_TIMEOUT_S = {"transfer_cube": 25.0}  # look_and_press: from its cue timing (episode_timeout)
+TASKS = ("transfer_cube", "look_and_press", "insertion")  # default model checkpoints/sim_<task> (none for insertion)
+EPISODE_TIMEOUT_S = {"transfer_cube": 25.0, "insertion": 25.0}  # look_and_press: from its cue timing (episode_timeout)
 
 
 def default_model(task: str) -> Path:
@@ -108,8 +108,12 @@ def sim_arguments(args: argparse.Namespace, model: Path) -> list[str]:
         sim_args += [a for k, v in look_and_press_timing(args).items() for a in ("-p", f"{k}:={v}")]
     try:
         fovy = head_fovy_for(model, args.head_fovy)
+        trained_for = checkpoint_sim_setup(model).get("task")
     except ValueError as err:
         raise SystemExit(f"[demo] {err}") from None
+    if trained_for is not None and trained_for != args.task:
+        raise SystemExit(f"[demo] {model} was trained for the {trained_for} task ({model / SIM_SETUP_FILE}), "
+                         f"not {args.task}: run it with --task {trained_for}")
     if fovy is not None:
         sim_args += ["-p", f"head_fovy_deg:={fovy}"]
         print(f"[demo] head camera field of view {fovy:g}° "
@@ -251,8 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default=None, help="checkpoint directory (default: checkpoints/sim_<task>)")
     parser.add_argument("--episodes", type=int, default=3)
     parser.add_argument("--episode-timeout", type=float, default=None,
-                        help="seconds per episode without success (default: transfer_cube 25, look_and_press "
-                             "1.6 x (cue start + cue frames + delay) + 10)")
+                        help="seconds per episode without success (default: transfer_cube and insertion 25, "
+                             "look_and_press 1.6 x (cue start + cue frames + delay) + 10)")
     parser.add_argument("--seed", type=int, default=100000, help="first simulator seed (demos used 1000..)")
     for k, v in LOOK_AND_PRESS_TIMING.items():
         parser.add_argument(f"--{k.replace('_', '-')}", type=int, default=None, metavar="N",

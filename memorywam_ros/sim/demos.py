@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--episodes", type=int, required=True, help="number of bags to write")
     p.add_argument("--out", type=Path, required=True, help="output directory (one bag directory per episode)")
-    p.add_argument("--task", default="transfer_cube", choices=["transfer_cube", "look_and_press"],
+    p.add_argument("--task", default="transfer_cube", choices=["transfer_cube", "insertion", "look_and_press"],
                    help="a task with a scripted demonstrator (sim/tasks.py SCRIPTED)")
     p.add_argument("--seed", type=int, default=0, help="first seed; episodes use consecutive seeds")
     p.add_argument("--keep-failed", action="store_true", help="also keep episodes the env did not mark successful")

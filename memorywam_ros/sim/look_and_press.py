@@ -54,8 +54,8 @@ from memorywam_ros.sim.scripted import (
     TCP_OFFSET,
     ArmIK,
     Waypoint,
-    _interp,
     dart_noise,
+    interp_waypoints,
     tool_rotation,
 )
 from memorywam_ros.sim.stages import LOOK_AND_PRESS_TIMING
@@ -337,7 +337,7 @@ class ScriptedLookAndPress:
         """Next joint targets (14,): home until the start row, then the waypoint path through IK."""
         out = self._home.copy()
         if self._i > self._start_row:  # the start row holds where the arm is: no jump
-            pos, pitch, roll, grip = _interp(self._plan, self._i / self.hz)
+            pos, pitch, roll, grip = interp_waypoints(self._plan, self._i / self.hz)
             rot = tool_rotation(1, pitch, self._ik.yaw_to(pos), roll)
             self._q_arm, _ = self._ik.solve(pos, rot, self._q_arm)
             out[13] = grip

@@ -182,7 +182,7 @@ def handover_waypoints(cube_xyz: np.ndarray, tools: list[np.ndarray], t0: float)
     return [left, right]
 
 
-def _interp(wps: list[Waypoint], t: float) -> tuple[np.ndarray, float, float, float]:
+def interp_waypoints(wps: list[Waypoint], t: float) -> tuple[np.ndarray, float, float, float]:
     """(position, pitch, roll, gripper) at time t, eased between waypoints."""
     if t <= wps[0].t:
         w = wps[0]
@@ -198,47 +198,58 @@ def _interp(wps: list[Waypoint], t: float) -> tuple[np.ndarray, float, float, fl
     return np.asarray(w.pos, float), w.pitch, w.roll, w.gripper
 
 
-class ScriptedTransferCube:
-    """Closed-loop-per-phase scripted demonstrator; call `reset(sim)` then `act(sim)` at 10 Hz.
+class WaypointDemonstrator:
+    """Two-phase waypoint demonstrator; call `reset(sim)` then `act(sim)` once per control period.
 
-    Phase 1 is planned from the initial cube pose; phase 2 (the hand-over) is planned once the
-    cube is up, from where it actually sits in the right gripper (it slips a few mm on the grasp).
+    Phase 1 is planned at reset from the initial object poses (`plan_phase1`); phase 2 once phase 1's
+    last waypoint is reached, from where the objects actually are then (`plan_phase2`). Each sample
+    goes through the arms' IK, warm-started from the previous one. A task subclasses it.
     """
+
+    task = ""  # the AlohaSim task it drives
+    phase1_s = 0.0  # when phase 2 is planned (s after reset)
+    phase2_s = 0.0  # phase 2's length
 
     def __init__(self, hz: float = CONTROL_HZ, tail_s: float = 1.0) -> None:
         self.hz = hz
         self.tail_s = tail_s
 
+    def plan_phase1(self, sim: AlohaSim, tools: list[np.ndarray]) -> list[list[Waypoint]]:
+        raise NotImplementedError
+
+    def plan_phase2(self, sim: AlohaSim, tools: list[np.ndarray], t0: float) -> list[list[Waypoint]]:
+        raise NotImplementedError
+
     @property
     def duration_s(self) -> float:
-        return 5.5 + 2.8 + self.tail_s
+        return self.phase1_s + self.phase2_s + self.tail_s
 
     @property
     def num_steps(self) -> int:
         return round(self.duration_s * self.hz)
 
+    def _tools(self) -> list[np.ndarray]:
+        return [self._iks[a].tool_pose(self._q_arm[a])[0] for a in range(2)]
+
     def reset(self, sim: AlohaSim) -> None:
-        if sim.task_name != "transfer_cube":
-            raise ValueError("the scripted policy covers transfer_cube only")
+        if sim.task_name != self.task:
+            raise ValueError(f"{type(self).__name__} drives the {self.task} task only, not {sim.task_name}")
         self._iks = [ArmIK(sim.model, 0), ArmIK(sim.model, 1)]
         q = sim.qpos
         self._q_arm = [q[0:6].copy(), q[7:13].copy()]
-        self._grip = [q[6], q[13]]
-        tools = [self._iks[a].tool_pose(self._q_arm[a])[0] for a in range(2)]
-        self._plans = pick_waypoints(sim.env_state[:3], tools)
+        self._plans = self.plan_phase1(sim, self._tools())
         self._phase = 1
         self._i = 0
 
     def act(self, sim: AlohaSim) -> np.ndarray:
         """Next joint targets (14,): the waypoint path at sample i / hz, through IK."""
         t = self._i / self.hz
-        if self._phase == 1 and t >= self._plans[1][-1].t:
-            tools = [self._iks[a].tool_pose(self._q_arm[a])[0] for a in range(2)]
-            self._plans = handover_waypoints(sim.env_state[:3], tools, t)
+        if self._phase == 1 and t >= self.phase1_s:
+            self._plans = self.plan_phase2(sim, self._tools(), t)
             self._phase = 2
         out = np.zeros(14)
         for arm in range(2):
-            pos, pitch, roll, grip = _interp(self._plans[arm], t)
+            pos, pitch, roll, grip = interp_waypoints(self._plans[arm], t)
             if self._i > 0:  # sample 0 holds where the arm is: no jump at the start
                 rot = tool_rotation(arm, pitch, self._iks[arm].yaw_to(pos), roll)
                 self._q_arm[arm], _ = self._iks[arm].solve(pos, rot, self._q_arm[arm])
@@ -246,6 +257,21 @@ class ScriptedTransferCube:
             out[7 * arm + 6] = grip
         self._i += 1
         return out
+
+
+class ScriptedTransferCube(WaypointDemonstrator):
+    """TransferCube: phase 1 is planned from the initial cube pose; phase 2 (the hand-over) once the
+    cube is up, from where it actually sits in the right gripper (it slips a few mm on the grasp)."""
+
+    task = "transfer_cube"
+    phase1_s = 5.5
+    phase2_s = 2.8
+
+    def plan_phase1(self, sim: AlohaSim, tools: list[np.ndarray]) -> list[list[Waypoint]]:
+        return pick_waypoints(sim.env_state[:3], tools)
+
+    def plan_phase2(self, sim: AlohaSim, tools: list[np.ndarray], t0: float) -> list[list[Waypoint]]:
+        return handover_waypoints(sim.env_state[:3], tools, t0)
 
 
 @dataclass
@@ -272,12 +298,13 @@ def dart_noise(seed: int, steps: int, sigma: float) -> np.ndarray:
     return out
 
 
-def run_scripted_episode(sim: AlohaSim, seed: int, hz: float = CONTROL_HZ, dart: float = 0.0) -> EpisodeResult:
+def run_scripted_episode(sim: AlohaSim, seed: int, hz: float = CONTROL_HZ, dart: float = 0.0,
+                         demonstrator: type[WaypointDemonstrator] = ScriptedTransferCube) -> EpisodeResult:
     """Run one scripted episode in `sim` without rendering (success check / planning only); `dart`:
     the std (rad) of the noise added to the executed arm targets (`dart_noise`); `targets` are the
     clean labels."""
     sim.reset(seed, render=False)
-    policy = ScriptedTransferCube(hz)
+    policy = demonstrator(hz)
     policy.reset(sim)
     noise = dart_noise(seed, policy.num_steps, dart)
     best = 0

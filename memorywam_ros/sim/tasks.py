@@ -7,7 +7,7 @@ this module; what the supervisor of a closed-loop run needs without it lives in 
 | task           | sim class                        | options (node parameters)              | scripted demos |
 |----------------|----------------------------------|----------------------------------------|----------------|
 | transfer_cube  | aloha.AlohaSim                   | -                                      | scripted.py    |
-| insertion      | aloha.AlohaSim                   | -                                      | none           |
+| insertion      | aloha.AlohaSim                   | -                                      | scripted_insertion.py |
 | look_and_press | look_and_press.LookAndPressSim   | cue_start, cue_frames, delay_chunks    | look_and_press.py |
 """
 
@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from memorywam_ros.sim import look_and_press as lp
-from memorywam_ros.sim import scripted
+from memorywam_ros.sim import scripted, scripted_insertion
 from memorywam_ros.sim.aloha import GYM_ALOHA_HEAD_FOVY_DEG, AlohaSim
 from memorywam_ros.sim.stages import LOOK_AND_PRESS_TIMING
 
@@ -27,6 +27,7 @@ TASKS = ("transfer_cube", "insertion", "look_and_press")
 SCRIPTED: dict[str, tuple[Callable[[float], Any], Callable[..., Any]]] = {
     # task -> (demonstrator class taking the control rate, its dry run (sim, seed, dart=) -> result with .success)
     "transfer_cube": (scripted.ScriptedTransferCube, scripted.run_scripted_episode),
+    "insertion": (scripted_insertion.ScriptedInsertion, scripted_insertion.run_scripted_episode),
     "look_and_press": (lp.ScriptedLookAndPress, lp.run_scripted_episode),
 }
 OPTIONS: dict[str, dict[str, int]] = {  # task -> option -> default
