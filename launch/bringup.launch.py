@@ -25,7 +25,7 @@ from memorywam_ros.ros.launch_utils import (
     realsense_launch_nodes,
     record_topics,
 )
-from memorywam_ros.sim.sim_setup import head_fovy_for
+from memorywam_ros.sim.sim_setup import sim_node_parameters
 
 SHARE = package_share()
 CONFIG = SHARE / "config"
@@ -63,10 +63,10 @@ def _setup(context, *args, **kwargs):
         overrides["instruction"] = ParameterValue(arg["instruction"], value_type=str)
     if sim:
         # the simulator publishes exactly the default camera topics of config/memorywam.yaml
-        # the head framing the checkpoint's demos were recorded with (its sim.json), else the sim's default
-        fovy = head_fovy_for(arg["model_path"], None) if arg["model_path"] else None
+        # the task and head framing the checkpoint's demos were recorded with (its sim.json), else the sim's defaults
+        sim_params = sim_node_parameters(arg["model_path"]) if arg["model_path"] else {}
         actions.append(Node(package="memorywam_ros", executable="memorywam_sim", name="memorywam_sim",
-                            output="screen", parameters=[{"head_fovy_deg": fovy}] if fovy is not None else []))
+                            output="screen", parameters=[sim_params] if sim_params else []))
     else:
         actions.extend(realsense_launch_nodes(arg))
     actions.append(Node(

@@ -58,3 +58,14 @@ def test_a_checkpoint_runs_only_on_the_task_it_was_trained_for(tmp_path: Path) -
         demo.sim_arguments(demo.build_parser().parse_args([]), tmp_path)
     args = demo.build_parser().parse_args(["--task", "insertion"])
     assert "task:=insertion" in demo.sim_arguments(args, tmp_path)
+
+
+def test_the_launch_files_simulator_runs_the_checkpoints_task_and_framing(tmp_path: Path) -> None:
+    """bringup.launch.py sim:=true hands the sim node these: a Look-and-Press checkpoint gets its own
+    scene, not the node's default TransferCube; a robot checkpoint (no sim.json) gets the defaults."""
+    from memorywam_ros.sim.sim_setup import sim_node_parameters
+
+    assert sim_node_parameters(tmp_path) == {}
+    write_sim_setup(tmp_path, "look_and_press", 36)
+    assert sim_node_parameters(tmp_path) == {"task": "look_and_press", "head_fovy_deg": 36.0}
+    assert "sim_node_parameters" in (Path(__file__).resolve().parents[1] / "launch/bringup.launch.py").read_text()

@@ -43,6 +43,14 @@ def checkpoint_sim_setup(model_dir: str | Path) -> dict[str, Any]:
     return setup
 
 
+def sim_node_parameters(model_dir: str | Path) -> dict[str, Any]:
+    """The simulator node's parameters for a checkpoint (bringup.launch.py sim:=true): the task and
+    head framing of its sim.json; {} without one (the node's defaults: transfer_cube, 78°). Without
+    the task, a Look-and-Press or Insertion checkpoint would drive the TransferCube scene."""
+    setup = checkpoint_sim_setup(model_dir)
+    return {k: setup[k] for k in ("task", "head_fovy_deg") if setup.get(k) is not None}
+
+
 def head_fovy_for(model_dir: str | Path, explicit: float | None) -> float | None:
     """The head framing to start the simulator with: `explicit` if given, else the checkpoint's
     sim.json, else None (the simulator's default, gym-aloha's 78°)."""
