@@ -114,6 +114,10 @@ def passkey_cells() -> list[dict]:
     return sorted(best.values(), key=lambda c: (POLICY_ORDER.index(c["policy"]), c["delay"]))
 
 
+def _cell_name(c: dict) -> str:
+    return c["policy"] + (f" ({c['variant']})" if c["variant"] else "")
+
+
 def table(args: argparse.Namespace) -> dict:
     cells = [summarize_cell(json.loads(p.read_text())) for p in sorted(CELLS.glob("c*_*.json"))]
     cells.sort(key=lambda c: (c["cue_start"], POLICY_ORDER.index(c["policy"]), c["variant"]))
@@ -126,7 +130,7 @@ def table(args: argparse.Namespace) -> dict:
         stages = ", ".join(f"{k}: {v}" for k, v in sorted(c["stages"].items(), key=lambda kv: -kv[1]))
         cache = f"{c['cache_bytes_end_median'] / 1024:.0f} KiB" if c["cache_bytes_end_median"] else "-"
         lat = f"{c['latency_p50_ms']:.0f} ms" if c["latency_p50_ms"] else "-"
-        name = c["policy"] + (f" ({c['variant']})" if c["variant"] else "")
+        name = _cell_name(c)
         lines.append(f"| {TIMING_NAMES.get(c['cue_start'], c['cue_start'])} | {name} | "
                      f"{c['success_rate']:.0%} ({c['successes']}/{c['episodes']}) | {c['ci95'][0]:.0%}–"
                      f"{c['ci95'][1]:.0%} | {stages} | {lat} | {cache} | {c['violations']} |")
@@ -159,23 +163,24 @@ def plot(cells: list[dict], passkey: list[dict], path: Path) -> None:
         pts = sorted((c["delay"], c["accuracy"], c["ci95"]) for c in passkey if c["policy"] == policy)
         if pts:
             d, acc, ci = zip(*pts, strict=True)
-            err = np.array([[x - lo for x, (lo, _) in zip(acc, ci, strict=True)],
-                            [hi - x for x, (_, hi) in zip(acc, ci, strict=True)]])
+            err = np.clip([[x - lo for x, (lo, _) in zip(acc, ci, strict=True)],
+                           [hi - x for x, (_, hi) in zip(acc, ci, strict=True)]], 0, None)  # 1 - 1e-17 at 100 %
             a.errorbar(d, acc, yerr=err, marker="o", capsize=3, label=policy)
     a.axhline(0.25, color="grey", ls=":", label="chance (K = 4)")
     a.set(xscale="log", xlabel="delay D (latent frames)", ylabel="accuracy", title="passkey probe", ylim=(0, 1.05))
     a.legend(fontsize=8)
     timings = sorted({c["cue_start"] for c in cells})
     width = 0.8 / max(len(timings), 1)
+    names = list(dict.fromkeys(_cell_name(c) for c in cells))  # one group per policy (+ training variant)
     for i, t in enumerate(timings):
         sub = [c for c in cells if c["cue_start"] == t]
-        x = [POLICY_ORDER.index(c["policy"]) + i * width for c in sub]
+        x = [names.index(_cell_name(c)) + i * width for c in sub]
         y = [c["success_rate"] for c in sub]
-        err = np.array([[c["success_rate"] - c["ci95"][0] for c in sub],
-                        [c["ci95"][1] - c["success_rate"] for c in sub]])
+        err = np.clip([[c["success_rate"] - c["ci95"][0] for c in sub],
+                       [c["ci95"][1] - c["success_rate"] for c in sub]], 0, None)
         b.bar(x, y, width, yerr=err, capsize=3, label=TIMING_NAMES.get(t, str(t)))
     b.axhline(0.5, color="grey", ls=":", label="a coin flip between the buttons")
-    b.set_xticks(np.arange(len(POLICY_ORDER)) + width * (len(timings) - 1) / 2, POLICY_ORDER)
+    b.set_xticks(np.arange(len(names)) + width * (len(timings) - 1) / 2, names, fontsize=8)
     b.set(ylabel="success", title="Look-and-Press, closed loop over ROS 2", ylim=(0, 1.05))
     b.legend(fontsize=8)
     fig.tight_layout()
