@@ -17,6 +17,7 @@ half-length 4 cm at its centre, so the peg touches the pin once its end is 2 cm 
 
 from __future__ import annotations
 
+import mujoco
 import numpy as np
 
 from memorywam_ros.sim import scripted
@@ -46,9 +47,9 @@ PHASE2_S = 3.0
 
 def _peg_socket(sim: AlohaSim) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(peg centre, socket centre, socket x axis in world) from the sim's object poses."""
-    s = sim.env_state
-    w, x, y, z = s[10:14]  # socket quaternion (w, x, y, z)
-    axis = np.array([1 - 2 * (y * y + z * z), 2 * (x * y + w * z), 2 * (x * z - w * y)])
+    s = sim.env_state  # peg xyz + quat (w, x, y, z), then the socket's
+    axis = np.zeros(3)
+    mujoco.mju_rotVecQuat(axis, np.array([1.0, 0.0, 0.0]), s[10:14])
     return s[0:3].copy(), s[7:10].copy(), axis
 
 
