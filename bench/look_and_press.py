@@ -31,12 +31,16 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from memory_training import wilson  # noqa: E402
+
+from memorywam_ros.sim.stages import LOOK_AND_PRESS_TIMING  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 CELLS = RESULTS / "look_and_press"
 POLICY_ORDER = ("hybrid", "full", "window", "no_gist", "no_anchor")
+DEFAULT_DELAY = LOOK_AND_PRESS_TIMING["delay_chunks"]  # the shipped checkpoint's: its cells carry no _d tag
 SEED0 = 200_000  # training demos use seeds 1000..; the cue is a function of the seed
 TIMING_NAMES = {0: "cue during the anchors (frames 0-1)", 2: "cue after the anchors (frames 2-3)"}
 
@@ -46,9 +50,15 @@ def _rel(path: str | Path) -> str:
     return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
 
 
-def cell_path(cue_start: int, policy: str, variant: str = "") -> Path:
-    """One cell per (cue timing, policy[, training variant]), e.g. c2_hybrid_sd5.json."""
-    return CELLS / f"c{cue_start}_{policy}{'_' + variant if variant else ''}.json"
+def timing_tag(cue_start: int, delay_chunks: int) -> str:
+    """c<cue start>, plus _d<delay> when the delay is not the default (the shipped checkpoint's)."""
+    return f"c{cue_start}" + ("" if delay_chunks == DEFAULT_DELAY else f"_d{delay_chunks}")
+
+
+def cell_path(cue_start: int, policy: str, variant: str = "", delay_chunks: int = DEFAULT_DELAY) -> Path:
+    """One cell per (cue timing, delay, policy[, training variant]), e.g. c2_hybrid_sh3.json,
+    c2_d22_window.json."""
+    return CELLS / f"{timing_tag(cue_start, delay_chunks)}_{policy}{'_' + variant if variant else ''}.json"
 
 
 def evaluate(args: argparse.Namespace) -> dict:
@@ -57,7 +67,7 @@ def evaluate(args: argparse.Namespace) -> dict:
 
     if args.variant and not args.variant.replace("-", "").isalnum():
         raise SystemExit(f"--variant {args.variant!r}: letters, digits and '-' only (it names the cell file)")
-    path = cell_path(args.cue_start, args.policy, args.variant)
+    path = cell_path(args.cue_start, args.policy, args.variant, args.delay_chunks)
     cell = json.loads(path.read_text()) if path.is_file() else None
     if cell is not None and cell["model"] != _rel(args.model):
         raise SystemExit(f"{_rel(path)} holds episodes of {cell['model']}, not {_rel(args.model)}: move it away first")
@@ -93,6 +103,7 @@ def summarize_cell(cell: dict) -> dict:
     for e in eps:
         stages[e["stage"]] = stages.get(e["stage"], 0) + 1
     return {"policy": cell["policy"], "variant": cell.get("variant", ""), "cue_start": cell["cue_start"],
+            "delay_chunks": cell.get("delay_chunks", DEFAULT_DELAY),
             "model": cell["model"], "episodes": n,
             "successes": k, "success_rate": k / max(n, 1), "ci95": list(wilson(k, n)),
             "latency_p50_ms": float(np.median(lat)) if lat else None,
@@ -120,18 +131,18 @@ def _cell_name(c: dict) -> str:
 
 def table(args: argparse.Namespace) -> dict:
     cells = [summarize_cell(json.loads(p.read_text())) for p in sorted(CELLS.glob("c*_*.json"))]
-    cells.sort(key=lambda c: (c["cue_start"], POLICY_ORDER.index(c["policy"]), c["variant"]))
+    cells.sort(key=lambda c: (c["cue_start"], c["delay_chunks"], POLICY_ORDER.index(c["policy"]), c["variant"]))
     passkey = passkey_cells()
     lines = ["# Memory you can see: Look-and-Press closed loop and the passkey probe", "",
              "## Look-and-Press on the simulated dual arm (memorywam-demo over ROS 2, 2 CPU cores)", "",
-             "| cue timing | policy | success | 95 % CI (Wilson) | stages reached | chunk latency p50 | "
-             "cache at episode end | limit violations |", "|---|---|---|---|---|---|---|---|"]
+             "| cue timing | dark chunks before the press | policy | success | 95 % CI (Wilson) | stages reached | "
+             "chunk latency p50 | cache at episode end | limit violations |", "|---|---|---|---|---|---|---|---|---|"]
     for c in cells:
         stages = ", ".join(f"{k}: {v}" for k, v in sorted(c["stages"].items(), key=lambda kv: -kv[1]))
         cache = f"{c['cache_bytes_end_median'] / 1024:.0f} KiB" if c["cache_bytes_end_median"] else "-"
         lat = f"{c['latency_p50_ms']:.0f} ms" if c["latency_p50_ms"] else "-"
         name = _cell_name(c)
-        lines.append(f"| {TIMING_NAMES.get(c['cue_start'], c['cue_start'])} | {name} | "
+        lines.append(f"| {TIMING_NAMES.get(c['cue_start'], c['cue_start'])} | {c['delay_chunks']} | {name} | "
                      f"{c['success_rate']:.0%} ({c['successes']}/{c['episodes']}) | {c['ci95'][0]:.0%}–"
                      f"{c['ci95'][1]:.0%} | {stages} | {lat} | {cache} | {c['violations']} |")
     lines += ["", "Commands (one per cell): " + "; ".join(f"`{c['command']}`" for c in cells), "",
@@ -169,16 +180,16 @@ def plot(cells: list[dict], passkey: list[dict], path: Path) -> None:
     a.axhline(0.25, color="grey", ls=":", label="chance (K = 4)")
     a.set(xscale="log", xlabel="delay D (latent frames)", ylabel="accuracy", title="passkey probe", ylim=(0, 1.05))
     a.legend(fontsize=8)
-    timings = sorted({c["cue_start"] for c in cells})
+    timings = sorted({(c["cue_start"], c["delay_chunks"]) for c in cells})
     width = 0.8 / max(len(timings), 1)
     names = list(dict.fromkeys(_cell_name(c) for c in cells))  # one group per policy (+ training variant)
     for i, t in enumerate(timings):
-        sub = [c for c in cells if c["cue_start"] == t]
+        sub = [c for c in cells if (c["cue_start"], c["delay_chunks"]) == t]
         x = [names.index(_cell_name(c)) + i * width for c in sub]
         y = [c["success_rate"] for c in sub]
         err = np.clip([[c["success_rate"] - c["ci95"][0] for c in sub],
                        [c["ci95"][1] - c["success_rate"] for c in sub]], 0, None)
-        b.bar(x, y, width, yerr=err, capsize=3, label=TIMING_NAMES.get(t, str(t)))
+        b.bar(x, y, width, yerr=err, capsize=3, label=f"{TIMING_NAMES.get(t[0], t[0])}, {t[1]} dark chunks")
     b.axhline(0.5, color="grey", ls=":", label="a coin flip between the buttons")
     b.set_xticks(np.arange(len(names)) + width * (len(timings) - 1) / 2, names, fontsize=8)
     b.set(ylabel="success", title="Look-and-Press, closed loop over ROS 2", ylim=(0, 1.05))
@@ -247,7 +258,7 @@ def probe(args: argparse.Namespace) -> dict:
            "vae_memory": decay,
            "press_chunk": decision, "ridge": args.ridge, "features": "48 channels x 2x2 spatial means",
            "command": "python bench/look_and_press.py " + " ".join(sys.argv[1:]), "per_frame": per_frame}
-    path = RESULTS / f"look_and_press_vae_probe_c{args.cue_start}.json"
+    path = RESULTS / f"look_and_press_vae_probe_{timing_tag(args.cue_start, args.delay_chunks)}.json"
     path.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {_rel(path)}")
     return out
@@ -325,8 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--variant", default="", help="training variant beside the policy (e.g. sd5: state dropout 0.5); "
                    "names its own cell")
     e.add_argument("--cue-start", type=int, required=True)
-    e.add_argument("--cue-frames", type=int, default=2)
-    e.add_argument("--delay-chunks", type=int, default=5)
+    e.add_argument("--cue-frames", type=int, default=LOOK_AND_PRESS_TIMING["cue_frames"])
+    e.add_argument("--delay-chunks", type=int, default=DEFAULT_DELAY)
     e.add_argument("--episodes", type=int, default=50)
     e.add_argument("--block", type=int, default=25, help="episodes per memorywam-demo run (saved after each)")
     e.add_argument("--torch-threads", type=int, default=1)
@@ -334,16 +345,16 @@ def main(argv: list[str] | None = None) -> int:
     q = sub.add_parser("probe", help="is the cue readable from each latent frame (the VAE's own memory)?")
     q.add_argument("--latents", required=True, help="memorywam-precompute output of the Look-and-Press demos")
     q.add_argument("--cue-start", type=int, required=True)
-    q.add_argument("--cue-frames", type=int, default=2)
-    q.add_argument("--delay-chunks", type=int, default=5)
+    q.add_argument("--cue-frames", type=int, default=LOOK_AND_PRESS_TIMING["cue_frames"])
+    q.add_argument("--delay-chunks", type=int, default=DEFAULT_DELAY)
     q.add_argument("--ridge", type=float, default=10.0)
     q.add_argument("--vae", default=None, help="also measure this VAE's memory on a synthetic colour cue")
     o = sub.add_parser("decide", help="open loop on demo latents: does the press chunk follow the cue?")
     o.add_argument("--model", required=True)
     o.add_argument("--latents", required=True)
     o.add_argument("--cue-start", type=int, required=True)
-    o.add_argument("--cue-frames", type=int, default=2)
-    o.add_argument("--delay-chunks", type=int, default=5)
+    o.add_argument("--cue-frames", type=int, default=LOOK_AND_PRESS_TIMING["cue_frames"])
+    o.add_argument("--delay-chunks", type=int, default=DEFAULT_DELAY)
     o.add_argument("--limit", type=int, default=20, help="episodes (the first N files)")
     a = p.parse_args(argv)
     if a.mode == "decide":

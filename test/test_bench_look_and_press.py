@@ -43,7 +43,8 @@ def test_cell_blocks_are_summed_into_one_rate(tmp_path: Path, monkeypatch: pytes
     assert 0.2 < lo < 2 / 3 < hi < 1.0  # Wilson around 2/3 with n = 3
     assert row["stages"] == {"success": 2, "touched the wrong button only": 1}
     assert row["cache_bytes_end_median"] == 100 and row["violations"] == 1 and row["latency_p50_ms"] == 1000.0
-    assert "| cue after the anchors (frames 2-3) | window | 67% (2/3) |" in (tmp_path / "look_and_press.md").read_text()
+    md = (tmp_path / "look_and_press.md").read_text()
+    assert "| cue after the anchors (frames 2-3) | 5 | window | 67% (2/3) |" in md
     assert (tmp_path / "look_and_press.png").stat().st_size > 0
 
 
@@ -64,6 +65,27 @@ def test_a_training_variant_gets_its_own_cell_and_row(tmp_path: Path, monkeypatc
     assert "| hybrid | 0% (0/2) |" in md and "| hybrid (sd5) | 100% (2/2) |" in md
     with pytest.raises(SystemExit, match="variant"):
         lp_bench.main(["eval", "--model", "m", "--policy", "hybrid", "--cue-start", "2", "--variant", "../x"])
+
+
+def test_a_longer_delay_gets_its_own_cell_and_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model trained and run with another delay must not resume (or overwrite) the default delay's
+    cell, and its row says the delay: the two results answer different questions."""
+    monkeypatch.setattr(lp_bench, "CELLS", tmp_path / "cells")
+    monkeypatch.setattr(lp_bench, "RESULTS", tmp_path)
+    monkeypatch.setattr(lp_bench, "passkey_cells", lambda: [])
+    assert lp_bench.DEFAULT_DELAY == 5
+    assert lp_bench.cell_path(2, "window", delay_chunks=5) == lp_bench.cell_path(2, "window")
+    assert lp_bench.cell_path(2, "window", delay_chunks=22).name == "c2_d22_window.json"
+    block = {"chunk_latency": {"n": 0}, "violations": [], "cache_bytes_end_max": 1, "commands": 1}
+    lp_bench.CELLS.mkdir()
+    for delay, wins in ((22, [False, True]), (5, [True, True])):
+        cell = {"policy": "window", "variant": "", "cue_start": 2, "delay_chunks": delay, "model": "m", "command": "c",
+                "blocks": [{**block, "per_episode": [_episode(i, w, 1) for i, w in enumerate(wins)]}]}
+        lp_bench.cell_path(2, "window", delay_chunks=delay).write_text(json.dumps(cell))
+    rows = lp_bench.table(None)["look_and_press"]
+    assert [(r["delay_chunks"], r["successes"]) for r in rows] == [(5, 2), (22, 1)]
+    md = (tmp_path / "look_and_press.md").read_text()
+    assert "| 5 | window | 100% (2/2) |" in md and "| 22 | window | 50% (1/2) |" in md
 
 
 def test_probe_is_chance_where_the_classes_are_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
