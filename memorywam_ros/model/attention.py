@@ -1,6 +1,7 @@
 """Masked joint attention for the training forward.
 
-CPU (tests, tiny sizes): a dense boolean mask (B, 1, S, S) with SDPA.
+CPU: the dense boolean rule (B, 1, S, S), attended block by block over the keys each block of
+GATHER_BLOCK queries can see (`gather_plan`), or with one SDPA call when nearly all are visible.
 CUDA: flex attention with a block mask built from the same `MemoryRules.visible`; no S x S
 tensor is ever materialised, and fully-masked 128x128 blocks are skipped by the kernel.
 Inference never needs a mask: a cached query sees everything the cache holds.
@@ -15,6 +16,14 @@ covering runs [q0, q1] x [k0, k1] is empty if no run pair is visible, full if al
 it touches contributes at least one token to it), partial otherwise. That equals
 `create_block_mask`'s dense evaluation exactly (test/test_model_attention.py). Partial blocks
 are then resolved per element by the mask_mod, which is the rule itself.
+
+Why CPU attention gathers keys. SDPA's CPU kernel computes every (q, kv) pair and masks after:
+at 30 latent frames of config/train_look_and_press.yaml (S ~ 8000) it was 65 % of a training
+step, although a hybrid query sees ~1/6 of the sequence (anchors, its window, gists, its chunk).
+Per block of queries the union of visible keys (over the batch) is gathered with index_select,
+and SDPA runs on that (q, K) slice with the matching slice of the mask: the same scores, the same
+softmax over the same visible keys (a masked key adds exactly 0), fewer pairs. The plan depends
+only on the metadata, so it is cached like the block mask (episode mode: once per length).
 
 Why sequence lengths are padded to buckets. `torch.compile(flex_attention, dynamic=False)`
 compiles one kernel per shape; an episode-mode run has a new S for almost every episode, and
@@ -34,7 +43,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -50,10 +59,14 @@ BLOCK_SIZE = 128  # flex attention's sparse block (its default)
 MIN_BUCKET = 1024  # shortest padded length: every sequence up to 1024 tokens shares one kernel
 PAD_GROUP = -2  # padding groups are PAD_GROUP - block index: below every real group (-1, 0, 1, ...)
 MASK_CACHE_SIZE = 32
+GATHER_BLOCK = 256  # CPU: queries per gathered SDPA call
+GATHER_MAX_FRACTION = 0.6  # CPU: above this share of visible (q, kv) pairs one dense SDPA call is cheaper
+PLAN_CACHE_SIZE = 4  # CPU plans hold S x (visible keys) booleans: keep a few
 
 RECOMPILE_LIMIT = 64  # shapes (bucket x batch size) compiled flex attention may see before it raises
 _compiled_flex: dict[Any, Callable] = {}
 _mask_cache: OrderedDict[tuple, BlockMask] = OrderedDict()
+_plan_cache: OrderedDict[tuple, GatherPlan] = OrderedDict()
 
 
 def bucket_length(length: int, minimum: int = MIN_BUCKET) -> int:
@@ -154,22 +167,63 @@ def memory_block_mask(
     )
 
 
-def cached_block_mask(rules: MemoryRules, frame: torch.Tensor, kind: torch.Tensor, group: torch.Tensor) -> BlockMask:
-    """`memory_block_mask`, reused while the same metadata comes back (episode mode: once per length).
+def _cached(cache: OrderedDict, size: int, build: Callable, rules: MemoryRules, frame: torch.Tensor,
+            kind: torch.Tensor, group: torch.Tensor) -> Any:
+    """build(rules, frame, kind, group), reused while the same metadata comes back (LRU of `size`).
 
     Keyed by content, not shape alone: windows of the same length with different frame ids (anchors
     prepended to a late window) have different masks.
     """
     meta = torch.stack((frame, kind, group)).cpu()
     key = (id(rules), str(frame.device), tuple(meta.shape), meta.numpy().tobytes())
-    mask = _mask_cache.get(key)
-    if mask is None:
-        mask = _mask_cache[key] = memory_block_mask(rules, frame, kind, group)
-        if len(_mask_cache) > MASK_CACHE_SIZE:
-            _mask_cache.popitem(last=False)
+    value = cache.get(key)
+    if value is None:
+        value = cache[key] = build(rules, frame, kind, group)
+        if len(cache) > size:
+            cache.popitem(last=False)
     else:
-        _mask_cache.move_to_end(key)
-    return mask
+        cache.move_to_end(key)
+    return value
+
+
+def cached_block_mask(rules: MemoryRules, frame: torch.Tensor, kind: torch.Tensor, group: torch.Tensor) -> BlockMask:
+    """`memory_block_mask`, reused while the same metadata comes back (episode mode: once per length)."""
+    return _cached(_mask_cache, MASK_CACHE_SIZE, memory_block_mask, rules, frame, kind, group)
+
+
+class GatherPlan(NamedTuple):
+    """CPU attention plan: per block of queries [start, stop), the keys any of them sees and the mask
+    restricted to those keys; `dense` (the whole mask) instead when most pairs are visible anyway."""
+
+    blocks: list[tuple[int, int, torch.Tensor, torch.Tensor]]  # (start, stop, keys (K,), mask (B, 1, q, K))
+    dense: torch.Tensor | None  # (B, 1, S, S) or None
+    fraction: float  # share of the S x S pairs the blocks compute
+
+
+def gather_plan(rules: MemoryRules, frame: torch.Tensor, kind: torch.Tensor, group: torch.Tensor,
+                block: int | None = None, max_fraction: float | None = None) -> GatherPlan:
+    """The rule's dense mask split into query blocks over their visible keys (module docstring).
+    block / max_fraction: default GATHER_BLOCK / GATHER_MAX_FRACTION (read at call time)."""
+    block = block or GATHER_BLOCK
+    max_fraction = GATHER_MAX_FRACTION if max_fraction is None else max_fraction
+    mask = rules.dense_mask(frame, kind, group)  # (B, 1, S, S)
+    length = mask.shape[-1]
+    blocks, pairs = [], 0
+    for start in range(0, length, block):
+        stop = min(start + block, length)
+        rows = mask[:, :, start:stop]
+        keys = rows.any(dim=2).any(dim=1).any(dim=0).nonzero().squeeze(1)  # visible to some query of the block
+        blocks.append((start, stop, keys, rows.index_select(-1, keys)))
+        pairs += (stop - start) * keys.numel()
+    fraction = pairs / max(length * length, 1)
+    if fraction > max_fraction:
+        return GatherPlan([], mask, fraction)
+    return GatherPlan(blocks, None, fraction)
+
+
+def cached_gather_plan(rules: MemoryRules, frame: torch.Tensor, kind: torch.Tensor, group: torch.Tensor) -> GatherPlan:
+    """`gather_plan`, reused while the same metadata comes back."""
+    return _cached(_plan_cache, PLAN_CACHE_SIZE, gather_plan, rules, frame, kind, group)
 
 
 class MemoryMaskedAttention:
@@ -200,12 +254,23 @@ class MemoryMaskedAttention:
             self.block_mask = cached_block_mask(rules, *padded)
             self._flex = compiled_flex(backend) if compiled else flex_attention
         else:
-            self.dense_mask = rules.dense_mask(frame, kind, group)
+            self.plan = cached_gather_plan(rules, frame, kind, group)
+        self._metadata = (rules, frame, kind, group)
+
+    @property
+    def dense_mask(self) -> torch.Tensor:
+        """The rule as a boolean (B, 1, S, S) mask, True = attend (diagnostics: bench/passkey_attention.py)."""
+        rules, frame, kind, group = self._metadata
+        return rules.dense_mask(frame, kind, group)
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """q, k, v (B, H, S, D) -> (B, H, S, D)."""
         if not self.use_flex:
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=self.dense_mask)
+            if self.plan.dense is not None:
+                return F.scaled_dot_product_attention(q, k, v, attn_mask=self.plan.dense)
+            return torch.cat([F.scaled_dot_product_attention(q[:, :, start:stop], k.index_select(2, keys),
+                                                             v.index_select(2, keys), attn_mask=mask)
+                              for start, stop, keys, mask in self.plan.blocks], dim=2)
         pad = (0, 0, 0, self.padded_length - self.length)
         out = self._flex(F.pad(q, pad), F.pad(k, pad), F.pad(v, pad), block_mask=self.block_mask)
         return out[:, :, : self.length]
