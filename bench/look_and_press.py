@@ -199,6 +199,23 @@ def plot(cells: list[dict], passkey: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def loo_ridge_correct(x: np.ndarray, y: np.ndarray, ridge: float) -> float:
+    """Leave-one-out ridge regression on +-1 labels y (n,) from features x (n, F), standardised:
+    how many held-out episodes it gets right (a tie, i.e. no information, counts as a coin flip).
+    Dual form, (n-1) x (n-1) systems: the same solution as the primal for any F (gist features are
+    thousands wide)."""
+    x = x.astype(np.float64)
+    x = (x - x.mean(0)) / (x.std(0) + 1e-6)
+    correct = 0.0
+    for i in range(len(y)):
+        keep = np.arange(len(y)) != i
+        a = x[keep]
+        alpha = np.linalg.solve(a @ a.T + ridge * np.eye(len(a)), y[keep])
+        guess = np.sign(x[i] @ (a.T @ alpha))
+        correct += 0.5 if guess == 0 else float(guess == y[i])
+    return correct
+
+
 def probe(args: argparse.Namespace) -> dict:
     """Is the cue readable from one latent frame? Leave-one-out ridge classifier per frame index.
 
@@ -233,16 +250,7 @@ def probe(args: argparse.Namespace) -> dict:
     decision = args.cue_start + args.cue_frames + args.delay_chunks
     per_frame = []
     for j in range(n_frames):
-        x = np.stack([f[j] for f in feats]).astype(np.float64)
-        x = (x - x.mean(0)) / (x.std(0) + 1e-6)
-        correct = 0.0
-        for i in range(len(y)):  # leave-one-out ridge regression on +-1 labels
-            keep = np.arange(len(y)) != i
-            a = x[keep]
-            w = np.linalg.solve(a.T @ a + args.ridge * np.eye(a.shape[1]), a.T @ y[keep])
-            guess = np.sign(x[i] @ w)
-            correct += 0.5 if guess == 0 else float(guess == y[i])  # no information: a coin flip
-        k, n = correct, len(y)
+        k, n = loo_ridge_correct(np.stack([f[j] for f in feats]), y, args.ridge), len(y)
         reach = decision - 2 <= j <= decision
         # how strongly: rms of the difference of the two cue classes' mean latents, relative to the
         # latents' rms (the scenes are deterministic, so any nonzero difference is linearly readable)
@@ -295,8 +303,69 @@ def decide(args: argparse.Namespace) -> dict:
     k, n = sum(decided), len(decided)
     out = {"model": _rel(args.model), "latents": _rel(args.latents), "press_chunk": press, "episodes": n,
            "correct": k, "accuracy": k / n, "ci95": list(wilson(k, n)), "per_cue_correct": per_cue,
-           "template_distance_rad": float(np.abs(templates[0] - templates[1]).mean())}
+           "template_distance_rad": float(np.abs(templates[0] - templates[1]).mean()),
+           "command": "python bench/look_and_press.py " + " ".join(sys.argv[1:])}
     print(json.dumps(out))
+    if args.out:
+        Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+        print(f"wrote {_rel(args.out)}")
+    return out
+
+
+def gist_probe(args: argparse.Namespace) -> dict:
+    """Does a model write the cue into the gists it caches, and where? Open loop on the demo latents.
+
+    Per episode the policy observes frames 0..P (P: the press chunk) through `Policy.observe` (the
+    robot's cache path); then, per frame f in --frames and per layer, the cached keys and values of
+    f's gists are the features of a leave-one-out ridge probe of the cue (`loo_ridge_correct`).
+    High at the cue frames: the cue was written into their gists and is in the cache at the press,
+    so a press chunk at chance means the read was not learned (the passkey probe's D = 32 finding at
+    2000 steps). At chance there: the write failed. Also the open-loop decision of chunk P (`decide`).
+    """
+    import torch
+    from passkey import cached_gist, record_gist_slots
+    from safetensors.numpy import load_file
+
+    from memorywam_ros.runtime.policy import Policy
+    from memorywam_ros.sim.look_and_press import cue_of_seed
+
+    files = sorted(Path(args.latents).glob("*.safetensors"))[: args.limit]
+    press = args.cue_start + args.cue_frames + args.delay_chunks
+    policy = Policy.from_pretrained(args.model, device="cpu")
+    m = policy.model.rules.num_gists
+    if not m:
+        raise SystemExit(f"{args.model}: its memory policy keeps no gists")
+    frames = [f for f in args.frames if 0 <= f <= press]
+    feats: dict[int, list[torch.Tensor]] = {f: [] for f in frames}
+    labels = []
+    for path in files:
+        d = load_file(str(path))
+        labels.append(cue_of_seed(int(path.stem.rsplit("seed_", 1)[1])))
+        policy.reset(policy.instructions[0])
+        starts = record_gist_slots(policy._cache)
+        with torch.no_grad():
+            for j in range(press + 1):
+                policy.observe(latent=torch.from_numpy(d["latents"][j]), joint_state=d["proprio"][j])
+        for f in frames:
+            feats[f].append(cached_gist(policy._cache, starts[f], m))  # (layers, features)
+    y = np.array(labels, dtype=np.float64) * 2 - 1
+    per_frame = []
+    for f in frames:
+        x = torch.stack(feats[f]).numpy()  # (episodes, layers, features)
+        acc = [loo_ridge_correct(x[:, layer], y, args.ridge) / len(y) for layer in range(x.shape[1])]
+        # how strongly (the scenes are deterministic: the probe reads any nonzero difference)
+        rel = [float(np.sqrt(((x[y > 0, layer].mean(0) - x[y < 0, layer].mean(0)) ** 2).mean())
+                     / np.sqrt((x[:, layer] ** 2).mean())) for layer in range(x.shape[1])]
+        per_frame.append({"frame": f, "cue_frame": args.cue_start <= f < args.cue_start + args.cue_frames,
+                          "accuracy_per_layer": acc, "relative_cue_difference_per_layer": rel})
+        print(f"frame {f:2d} gists, per layer: ridge probe {' '.join(f'{a:.0%}' for a in acc)}, "
+              f"cue difference {' '.join(f'{r:.1e}' for r in rel)} of the features' rms")
+    out = {"model": _rel(args.model), "latents": _rel(args.latents), "episodes": len(y), "press_chunk": press,
+           "num_gists": m, "ridge": args.ridge, "features": "cached keys and values of the frame's gists, per layer",
+           "command": "python bench/look_and_press.py " + " ".join(sys.argv[1:]), "per_frame": per_frame}
+    if args.out:
+        Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+        print(f"wrote {_rel(args.out)}")
     return out
 
 
@@ -356,7 +425,21 @@ def main(argv: list[str] | None = None) -> int:
     o.add_argument("--cue-frames", type=int, default=LOOK_AND_PRESS_TIMING["cue_frames"])
     o.add_argument("--delay-chunks", type=int, default=DEFAULT_DELAY)
     o.add_argument("--limit", type=int, default=20, help="episodes (the first N files)")
+    o.add_argument("--out", default=None, help="write the JSON here")
+    g = sub.add_parser("gists", help="open loop on demo latents: is the cue in the cached gists (per frame, layer)?")
+    g.add_argument("--model", required=True)
+    g.add_argument("--latents", required=True)
+    g.add_argument("--cue-start", type=int, required=True)
+    g.add_argument("--cue-frames", type=int, default=LOOK_AND_PRESS_TIMING["cue_frames"])
+    g.add_argument("--delay-chunks", type=int, default=DEFAULT_DELAY)
+    g.add_argument("--frames", type=int, nargs="+", default=[1, 2, 3, 4, 12, 24, 26], help="whose gists to probe")
+    g.add_argument("--limit", type=int, default=50, help="episodes (the first N files)")
+    g.add_argument("--ridge", type=float, default=10.0)
+    g.add_argument("--out", default=None, help="write the JSON here")
     a = p.parse_args(argv)
+    if a.mode == "gists":
+        gist_probe(a)
+        return 0
     if a.mode == "decide":
         decide(a)
         return 0

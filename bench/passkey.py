@@ -216,7 +216,7 @@ def evaluate(model: MemoryWAM, delay: int, episodes: int, num_steps: int = 10, c
     for j in range(episodes):
         ep = make_episode(EVAL_SEED0 + j, delay, cue=cue)
         cache = model.new_cache(batch=1)
-        gist_start = _record_gist_slots(cache)
+        gist_start = record_gist_slots(cache)
         for t in range(ep.num_frames):
             t0 = time.perf_counter()
             model.prefill(cache, ep.latents[t][None], t, text)
@@ -232,7 +232,7 @@ def evaluate(model: MemoryWAM, delay: int, episodes: int, num_steps: int = 10, c
         labels.append(ep.label)
         if rules.num_gists:
             for name, frame in (("cue", ep.cue_frame), ("distractor", ep.cue_frame + 1)):
-                gist_feats[name].append(_cached_gist(cache, gist_start[frame], rules.num_gists))
+                gist_feats[name].append(cached_gist(cache, gist_start[frame], rules.num_gists))
         if tokens != rules.held_tokens(ep.num_frames, L):
             raise AssertionError(f"cache holds {tokens} tokens, the closed formula says "
                                  f"{rules.held_tokens(ep.num_frames, L)}")
@@ -246,7 +246,7 @@ def evaluate(model: MemoryWAM, delay: int, episodes: int, num_steps: int = 10, c
             if rules.num_gists else None}
 
 
-def _record_gist_slots(cache) -> dict[int, int]:
+def record_gist_slots(cache) -> dict[int, int]:
     """frame id -> first cache slot of its gists, recorded as the cache places them (gists are never evicted)."""
     starts: dict[int, int] = {}
     begin = cache.begin_frame
@@ -260,7 +260,7 @@ def _record_gist_slots(cache) -> dict[int, int]:
     return starts
 
 
-def _cached_gist(cache, start: int, m: int) -> torch.Tensor:
+def cached_gist(cache, start: int, m: int) -> torch.Tensor:
     """(layers, features): the cached keys and values of one frame's gists, per layer."""
     return torch.stack([torch.cat((cache.keys[layer][0, :, start:start + m].flatten(),
                                    cache.values[layer][0, :, start:start + m].flatten()))

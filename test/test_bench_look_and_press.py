@@ -105,3 +105,32 @@ def test_probe_is_chance_where_the_classes_are_identical(tmp_path: Path, monkeyp
                           "ridge": 10.0, "vae": None})()
     acc = [f["accuracy"] for f in lp_bench.probe(args)["per_frame"]]
     assert acc == [0.5, 0.5, 1.0, 0.5]
+
+
+def test_gist_probe_reads_the_cue_from_the_cue_frames_gists(tmp_path: Path, tiny_checkpoint) -> None:
+    """Through the robot's cache path (Policy.observe) on a random tiny hybrid checkpoint: the gists of
+    the frame that showed the cue carry it (their last layer's keys/values have attended to it), the
+    gists of the frame before it cannot (causal): a wrong frame -> slot lookup fails one of the two."""
+    pytest.importorskip("gym_aloha")
+    from safetensors.numpy import save_file
+
+    from memorywam_ros.runtime.policy import Policy
+    from memorywam_ros.sim.look_and_press import cue_of_seed
+
+    policy = Policy.from_pretrained(tiny_checkpoint, device="cpu")
+    config = policy.model.config
+    assert policy.model.rules.num_gists > 0
+    shape = (config.video.in_channels, config.latent_height, config.latent_width)
+    rng = np.random.default_rng(0)
+    scene = rng.normal(size=(5, *shape)).astype(np.float32)
+    state_dim = config.action.proprio_dim
+    for seed in range(1000, 1012):
+        lat = scene.copy()
+        lat[2] += 2.0 * (1 if cue_of_seed(seed) else -1)  # frame 2 shows the cue
+        save_file({"latents": lat, "proprio": np.zeros((5, state_dim), np.float32)},
+                  str(tmp_path / f"episode_seed_{seed}.safetensors"))
+    args = type("A", (), {"model": str(tiny_checkpoint), "latents": str(tmp_path), "cue_start": 2, "cue_frames": 1,
+                          "delay_chunks": 1, "frames": [1, 2], "limit": 50, "ridge": 10.0, "out": None})()
+    acc = {f["frame"]: f["accuracy_per_layer"] for f in lp_bench.gist_probe(args)["per_frame"]}
+    assert acc[1] == [0.5] * config.video.num_layers  # before the cue: identical in every episode
+    assert acc[2][-1] == 1.0
