@@ -396,46 +396,44 @@ def vae_memory(vae_dir: str, frames: int = 30) -> dict:
     return {"vae": _rel(vae_dir), "relative_difference": rel, "last_nonzero_frame": last}
 
 
+def _timing_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The cue timing every subcommand but `table` takes (the simulator's, LOOK_AND_PRESS_TIMING)."""
+    parser.add_argument("--cue-start", type=int, required=True)
+    parser.add_argument("--cue-frames", type=int, default=LOOK_AND_PRESS_TIMING["cue_frames"])
+    parser.add_argument("--delay-chunks", type=int, default=DEFAULT_DELAY)
+    return parser
+
+
+def _open_loop_args(parser: argparse.ArgumentParser, limit: int) -> argparse.ArgumentParser:
+    """`decide` and `gists`: a checkpoint, the demos' latents, the cue timing, how many, where to write."""
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--latents", required=True, help="memorywam-precompute output of the Look-and-Press demos")
+    _timing_args(parser)
+    parser.add_argument("--limit", type=int, default=limit, help="episodes (the first N files)")
+    parser.add_argument("--out", default=None, help="write the JSON here")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="mode", required=True)
-    e = sub.add_parser("eval", help="closed-loop episodes of one checkpoint (resumable)")
+    e = _timing_args(sub.add_parser("eval", help="closed-loop episodes of one checkpoint (resumable)"))
     e.add_argument("--model", required=True)
     e.add_argument("--policy", required=True, choices=POLICY_ORDER, help="the memory policy it was trained with")
     e.add_argument("--variant", default="", help="training variant beside the policy (e.g. sd5: state dropout 0.5); "
                    "names its own cell")
-    e.add_argument("--cue-start", type=int, required=True)
-    e.add_argument("--cue-frames", type=int, default=LOOK_AND_PRESS_TIMING["cue_frames"])
-    e.add_argument("--delay-chunks", type=int, default=DEFAULT_DELAY)
     e.add_argument("--episodes", type=int, default=50)
     e.add_argument("--block", type=int, default=25, help="episodes per memorywam-demo run (saved after each)")
     e.add_argument("--torch-threads", type=int, default=1)
     sub.add_parser("table", help="the table and plot from every cell")
-    q = sub.add_parser("probe", help="is the cue readable from each latent frame (the VAE's own memory)?")
+    q = _timing_args(sub.add_parser("probe", help="is the cue readable from each latent frame (the VAE's own memory)?"))
     q.add_argument("--latents", required=True, help="memorywam-precompute output of the Look-and-Press demos")
-    q.add_argument("--cue-start", type=int, required=True)
-    q.add_argument("--cue-frames", type=int, default=LOOK_AND_PRESS_TIMING["cue_frames"])
-    q.add_argument("--delay-chunks", type=int, default=DEFAULT_DELAY)
     q.add_argument("--ridge", type=float, default=10.0)
     q.add_argument("--vae", default=None, help="also measure this VAE's memory on a synthetic colour cue")
-    o = sub.add_parser("decide", help="open loop on demo latents: does the press chunk follow the cue?")
-    o.add_argument("--model", required=True)
-    o.add_argument("--latents", required=True)
-    o.add_argument("--cue-start", type=int, required=True)
-    o.add_argument("--cue-frames", type=int, default=LOOK_AND_PRESS_TIMING["cue_frames"])
-    o.add_argument("--delay-chunks", type=int, default=DEFAULT_DELAY)
-    o.add_argument("--limit", type=int, default=20, help="episodes (the first N files)")
-    o.add_argument("--out", default=None, help="write the JSON here")
-    g = sub.add_parser("gists", help="open loop on demo latents: is the cue in the cached gists (per frame, layer)?")
-    g.add_argument("--model", required=True)
-    g.add_argument("--latents", required=True)
-    g.add_argument("--cue-start", type=int, required=True)
-    g.add_argument("--cue-frames", type=int, default=LOOK_AND_PRESS_TIMING["cue_frames"])
-    g.add_argument("--delay-chunks", type=int, default=DEFAULT_DELAY)
+    _open_loop_args(sub.add_parser("decide", help="open loop on demo latents: does the press follow the cue?"), 20)
+    g = _open_loop_args(sub.add_parser("gists", help="open loop on demo latents: is the cue in the cached gists?"), 50)
     g.add_argument("--frames", type=int, nargs="+", default=[1, 2, 3, 4, 12, 24, 26], help="whose gists to probe")
-    g.add_argument("--limit", type=int, default=50, help="episodes (the first N files)")
     g.add_argument("--ridge", type=float, default=10.0)
-    g.add_argument("--out", default=None, help="write the JSON here")
     a = p.parse_args(argv)
     if a.mode == "gists":
         gist_probe(a)
