@@ -15,6 +15,12 @@ bench/results/look_and_press/c<cue_start>_<policy>.json at once, so a stopped ru
 block. Per episode: success (the cued button held 0.3 s, the other never touched), the stage reached,
 chunk latency, the policy's KV-cache bytes at the episode's end (its /diagnostics), limit violations.
 
+Cells of a delay other than the default (the shipped checkpoint's 5 dark chunks) are named
+c<cue_start>_d<delay>_<policy>.json and get their own rows. Diagnostics, open loop on the demos'
+latents: `probe` (is the cue in each latent frame: the VAE's own memory), `decide` (does the press
+chunk follow the cue) and `gists` (is the cue in the cue frames' cached gists, per layer, and how
+strongly).
+
 `table` reads every cell there plus the passkey probe's results (bench/results/passkey_uniform*.json)
 and writes one table (success with its 95 % Wilson interval, chunk latency, cache bytes; the passkey
 accuracy per delay) and a plot: passkey accuracy vs delay per policy, Look-and-Press success per
