@@ -326,7 +326,9 @@ def gist_probe(args: argparse.Namespace) -> dict:
     f's gists are the features of a leave-one-out ridge probe of the cue (`loo_ridge_correct`).
     High at the cue frames: the cue was written into their gists and is in the cache at the press,
     so a press chunk at chance means the read was not learned (the passkey probe's D = 32 finding at
-    2000 steps). At chance there: the write failed. Also the open-loop decision of chunk P (`decide`).
+    2000 steps). At chance there: the write failed. How strongly the cue is written is the class-mean
+    difference relative to the features' rms, beside the same measure on the cue frames' own video
+    tokens (read while they are in the window): what the gists could have copied.
     """
     import torch
     from passkey import cached_gist, record_gist_slots
@@ -342,33 +344,50 @@ def gist_probe(args: argparse.Namespace) -> dict:
     if not m:
         raise SystemExit(f"{args.model}: its memory policy keeps no gists")
     frames = [f for f in args.frames if 0 <= f <= press]
+    cue_frames = range(args.cue_start, args.cue_start + args.cue_frames)
+    L = policy.model.config.tokens_per_frame
     feats: dict[int, list[torch.Tensor]] = {f: [] for f in frames}
+    tokens: dict[int, list[torch.Tensor]] = {f: [] for f in cue_frames}  # the cue frames' own video tokens
     labels = []
     for path in files:
         d = load_file(str(path))
         labels.append(cue_of_seed(int(path.stem.rsplit("seed_", 1)[1])))
         policy.reset(policy.instructions[0])
-        starts = record_gist_slots(policy._cache)
+        video_starts: dict[int, int] = {}
+        starts = record_gist_slots(policy._cache, video_starts)
         with torch.no_grad():
             for j in range(press + 1):
                 policy.observe(latent=torch.from_numpy(d["latents"][j]), joint_state=d["proprio"][j])
+                if j in tokens:  # read while the frame is held (its slot is reused once it leaves the window)
+                    tokens[j].append(cached_gist(policy._cache, video_starts[j], L))
         for f in frames:
             feats[f].append(cached_gist(policy._cache, starts[f], m))  # (layers, features)
     y = np.array(labels, dtype=np.float64) * 2 - 1
-    per_frame = []
-    for f in frames:
-        x = torch.stack(feats[f]).numpy()  # (episodes, layers, features)
+
+    def readout(x: np.ndarray) -> tuple[list[float], list[float]]:
+        """x (episodes, layers, features) -> per layer: probe accuracy, class-mean difference / rms
+        (how strongly: the scenes are deterministic, so the probe reads any nonzero difference)."""
         acc = [loo_ridge_correct(x[:, layer], y, args.ridge) / len(y) for layer in range(x.shape[1])]
-        # how strongly (the scenes are deterministic: the probe reads any nonzero difference)
         rel = [float(np.sqrt(((x[y > 0, layer].mean(0) - x[y < 0, layer].mean(0)) ** 2).mean())
                      / np.sqrt((x[:, layer] ** 2).mean())) for layer in range(x.shape[1])]
-        per_frame.append({"frame": f, "cue_frame": args.cue_start <= f < args.cue_start + args.cue_frames,
+        return acc, rel
+
+    per_frame, cue_tokens = [], []
+    for f in frames:
+        acc, rel = readout(torch.stack(feats[f]).numpy())
+        per_frame.append({"frame": f, "cue_frame": f in cue_frames,
                           "accuracy_per_layer": acc, "relative_cue_difference_per_layer": rel})
         print(f"frame {f:2d} gists, per layer: ridge probe {' '.join(f'{a:.0%}' for a in acc)}, "
               f"cue difference {' '.join(f'{r:.1e}' for r in rel)} of the features' rms")
+    for f in cue_frames:
+        acc, rel = readout(torch.stack(tokens[f]).numpy())
+        cue_tokens.append({"frame": f, "accuracy_per_layer": acc, "relative_cue_difference_per_layer": rel})
+        print(f"frame {f:2d} video tokens (what its gists attend to), per layer: cue difference "
+              f"{' '.join(f'{r:.1e}' for r in rel)} of the features' rms")
     out = {"model": _rel(args.model), "latents": _rel(args.latents), "episodes": len(y), "press_chunk": press,
            "num_gists": m, "ridge": args.ridge, "features": "cached keys and values of the frame's gists, per layer",
-           "command": "python bench/look_and_press.py " + " ".join(sys.argv[1:]), "per_frame": per_frame}
+           "command": "python bench/look_and_press.py " + " ".join(sys.argv[1:]), "per_frame": per_frame,
+           "cue_frame_video_tokens": cue_tokens}
     if args.out:
         Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
         print(f"wrote {_rel(args.out)}")

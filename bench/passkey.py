@@ -246,14 +246,18 @@ def evaluate(model: MemoryWAM, delay: int, episodes: int, num_steps: int = 10, c
             if rules.num_gists else None}
 
 
-def record_gist_slots(cache) -> dict[int, int]:
-    """frame id -> first cache slot of its gists, recorded as the cache places them (gists are never evicted)."""
+def record_gist_slots(cache, video_starts: dict[int, int] | None = None) -> dict[int, int]:
+    """frame id -> first cache slot of its gists, recorded as the cache places them (gists are never evicted).
+    `video_starts` (optional) receives frame id -> first slot of its video tokens (valid while the frame
+    is held: a slot is reused once the frame leaves the window)."""
     starts: dict[int, int] = {}
     begin = cache.begin_frame
 
     def recording(frame_id: int):
         video_start, gist_start = begin(frame_id)
         starts[frame_id] = gist_start
+        if video_starts is not None:
+            video_starts[frame_id] = video_start
         return video_start, gist_start
 
     cache.begin_frame = recording
@@ -261,7 +265,8 @@ def record_gist_slots(cache) -> dict[int, int]:
 
 
 def cached_gist(cache, start: int, m: int) -> torch.Tensor:
-    """(layers, features): the cached keys and values of one frame's gists, per layer."""
+    """(layers, features): the cached keys and values of slots [start, start + m) (a frame's gists, or
+    its video tokens), per layer."""
     return torch.stack([torch.cat((cache.keys[layer][0, :, start:start + m].flatten(),
                                    cache.values[layer][0, :, start:start + m].flatten()))
                         for layer in range(cache.num_layers)])

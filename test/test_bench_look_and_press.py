@@ -131,6 +131,10 @@ def test_gist_probe_reads_the_cue_from_the_cue_frames_gists(tmp_path: Path, tiny
                   str(tmp_path / f"episode_seed_{seed}.safetensors"))
     args = type("A", (), {"model": str(tiny_checkpoint), "latents": str(tmp_path), "cue_start": 2, "cue_frames": 1,
                           "delay_chunks": 1, "frames": [1, 2], "limit": 50, "ridge": 10.0, "out": None})()
-    acc = {f["frame"]: f["accuracy_per_layer"] for f in lp_bench.gist_probe(args)["per_frame"]}
+    out = lp_bench.gist_probe(args)
+    acc = {f["frame"]: f["accuracy_per_layer"] for f in out["per_frame"]}
     assert acc[1] == [0.5] * config.video.num_layers  # before the cue: identical in every episode
     assert acc[2][-1] == 1.0
+    (tokens,) = out["cue_frame_video_tokens"]  # the cue frame's own video tokens, read while in the window
+    assert tokens["frame"] == 2 and tokens["accuracy_per_layer"] == [1.0] * config.video.num_layers
+    assert min(tokens["relative_cue_difference_per_layer"]) > 0.01  # the +-2 offset on every latent
