@@ -337,11 +337,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rich.console import Console
     from rich.markup import escape
 
+    # messages are printed with soft_wrap: rich would otherwise break them at the console width (80
+    # columns in a log file), mid-phrase, and a user grepping the log for the error would miss it
     console = Console(stderr=True)
     try:
         cfg = load_config(args.config or default_config_path())
     except ConfigError as exc:
-        console.print(f"[red]config error:[/red] {escape(str(exc))}")
+        console.print(f"[red]config error:[/red] {escape(str(exc))}", soft_wrap=True)
         return 2
     reports: list[ConversionReport] = []
     names: dict[str, Path] = {}
@@ -363,9 +365,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=not args.quiet and sys.stderr.isatty(),
         )
         for note in r.notes:
-            console.print(f"[yellow]{escape(str(bag))}:[/yellow] {escape(note)}")
+            console.print(f"[yellow]{escape(str(bag))}:[/yellow] {escape(note)}", soft_wrap=True)
         if r.error:  # the error never repeats the bag path
-            console.print(f"[red]{escape(str(bag))}: {escape(r.error)}[/red]")
+            console.print(f"[red]{escape(str(bag))}: {escape(r.error)}[/red]", soft_wrap=True)
         reports.append(r)
     console.print(summary_table(reports))
     return 0 if all(r.ok for r in reports) else 1

@@ -168,6 +168,8 @@ def test_real_talker_bags_give_no_camera_topics(tmp_path: Path, target: str, cap
     err = capsys.readouterr().err
     assert rc != 0
     assert "no camera topics" in err and "/topic" in err and "std_msgs/msg/String" in err
+    # the whole error on one line, however long the path (rich hard-wraps at 80 columns otherwise)
+    assert any(line.startswith(str(TALKER / target)) and "no camera topics" in line for line in err.splitlines())
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
