@@ -222,6 +222,22 @@ def loo_ridge_correct(x: np.ndarray, y: np.ndarray, ridge: float) -> float:
     return correct
 
 
+def relative_class_difference(x: np.ndarray, y: np.ndarray) -> float:
+    """x (n, ...) features, y (n,) two classes (any two values): rms of the difference of the class
+    means relative to the features' rms. The scenes are deterministic, so the ridge probe reads any
+    nonzero difference; this says how strongly the cue is there."""
+    x = x.astype(np.float64)
+    a, b = np.unique(y)
+    return float(np.sqrt(((x[y == a].mean(0) - x[y == b].mean(0)) ** 2).mean()) / np.sqrt((x**2).mean()))
+
+
+def _write_out(args: argparse.Namespace, out: dict) -> None:
+    """--out, when given: the result as JSON."""
+    if args.out:
+        Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+        print(f"wrote {_rel(args.out)}")
+
+
 def probe(args: argparse.Namespace) -> dict:
     """Is the cue readable from one latent frame? Leave-one-out ridge classifier per frame index.
 
@@ -258,13 +274,9 @@ def probe(args: argparse.Namespace) -> dict:
     for j in range(n_frames):
         k, n = loo_ridge_correct(np.stack([f[j] for f in feats]), y, args.ridge), len(y)
         reach = decision - 2 <= j <= decision
-        # how strongly: rms of the difference of the two cue classes' mean latents, relative to the
-        # latents' rms (the scenes are deterministic, so any nonzero difference is linearly readable)
-        lat = np.stack([x[j] for x in latents]).astype(np.float64)
-        cue = np.array(labels)
-        diff = np.sqrt(((lat[cue == 0].mean(0) - lat[cue == 1].mean(0)) ** 2).mean()) / np.sqrt((lat**2).mean())
-        per_frame.append({"frame": j, "accuracy": k / n, "ci95": list(wilson(k, n)), "relative_cue_difference":
-                          float(diff), "in_window_at_press": reach})
+        diff = relative_class_difference(np.stack([x[j] for x in latents]), y)
+        per_frame.append({"frame": j, "accuracy": k / n, "ci95": list(wilson(k, n)),
+                          "relative_cue_difference": diff, "in_window_at_press": reach})
         print(f"frame {j:2d}: {k}/{n} = {k / n:.0%}, cue difference {diff:.1e} of the latents' rms"
               f"{'   <- window reach at the press' if reach else ''}")
     decay = vae_memory(args.vae) if args.vae else None
@@ -312,9 +324,7 @@ def decide(args: argparse.Namespace) -> dict:
            "template_distance_rad": float(np.abs(templates[0] - templates[1]).mean()),
            "command": "python bench/look_and_press.py " + " ".join(sys.argv[1:])}
     print(json.dumps(out))
-    if args.out:
-        Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
-        print(f"wrote {_rel(args.out)}")
+    _write_out(args, out)
     return out
 
 
@@ -354,23 +364,21 @@ def gist_probe(args: argparse.Namespace) -> dict:
         labels.append(cue_of_seed(int(path.stem.rsplit("seed_", 1)[1])))
         policy.reset(policy.instructions[0])
         video_starts: dict[int, int] = {}
-        starts = record_gist_slots(policy._cache, video_starts)
+        starts = record_gist_slots(policy.cache, video_starts)
         with torch.no_grad():
             for j in range(press + 1):
                 policy.observe(latent=torch.from_numpy(d["latents"][j]), joint_state=d["proprio"][j])
                 if j in tokens:  # read while the frame is held (its slot is reused once it leaves the window)
-                    tokens[j].append(cached_gist(policy._cache, video_starts[j], L))
+                    tokens[j].append(cached_gist(policy.cache, video_starts[j], L))
         for f in frames:
-            feats[f].append(cached_gist(policy._cache, starts[f], m))  # (layers, features)
+            feats[f].append(cached_gist(policy.cache, starts[f], m))  # (layers, features)
     y = np.array(labels, dtype=np.float64) * 2 - 1
 
     def readout(x: np.ndarray) -> tuple[list[float], list[float]]:
         """x (episodes, layers, features) -> per layer: probe accuracy, class-mean difference / rms
-        (how strongly: the scenes are deterministic, so the probe reads any nonzero difference)."""
+        (`relative_class_difference`)."""
         acc = [loo_ridge_correct(x[:, layer], y, args.ridge) / len(y) for layer in range(x.shape[1])]
-        rel = [float(np.sqrt(((x[y > 0, layer].mean(0) - x[y < 0, layer].mean(0)) ** 2).mean())
-                     / np.sqrt((x[:, layer] ** 2).mean())) for layer in range(x.shape[1])]
-        return acc, rel
+        return acc, [relative_class_difference(x[:, layer], y) for layer in range(x.shape[1])]
 
     per_frame, cue_tokens = [], []
     for f in frames:
@@ -388,9 +396,7 @@ def gist_probe(args: argparse.Namespace) -> dict:
            "num_gists": m, "ridge": args.ridge, "features": "cached keys and values of the frame's gists, per layer",
            "command": "python bench/look_and_press.py " + " ".join(sys.argv[1:]), "per_frame": per_frame,
            "cue_frame_video_tokens": cue_tokens}
-    if args.out:
-        Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
-        print(f"wrote {_rel(args.out)}")
+    _write_out(args, out)
     return out
 
 

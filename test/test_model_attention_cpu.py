@@ -78,3 +78,32 @@ def test_plan_is_reused_for_the_same_metadata_only():
     late = frame.clone()
     late[late >= 2] += 1  # same shape, other frame ids
     assert attention.MemoryMaskedAttention(rules, late, kind, group, use_flex=False).plan is not first
+
+
+def test_plan_cache_keys_on_the_rules_value_not_their_identity():
+    """CI once served a `hybrid` plan to a `no_window` model: the cache keyed on id(rules), and a
+    garbage-collected rules object's id was reused by the next test's. Equal rules share a plan,
+    rules that differ (same metadata) never do, whichever objects are alive."""
+    rules, frame, kind, group = _setup("hybrid")
+    first = attention.cached_gather_plan(rules, frame, kind, group)
+    twin = MemoryRules(MemoryConfig(policy="hybrid", n_init=2, n_recent=2, num_gists=2))
+    assert attention.cached_gather_plan(twin, frame, kind, group) is first
+    for policy in ("no_window", "no_anchor", "full"):
+        other = MemoryRules(MemoryConfig(policy=policy, n_init=2, n_recent=2, num_gists=2))
+        plan = attention.cached_gather_plan(other, frame, kind, group)
+        assert plan is not first
+        torch.testing.assert_close(_plan_mask(plan), other.dense_mask(frame, kind, group).float())
+    wider = MemoryRules(MemoryConfig(policy="hybrid", n_init=2, n_recent=3, num_gists=2))
+    assert attention.cached_gather_plan(wider, frame, kind, group) is not first
+
+
+def _plan_mask(plan: attention.GatherPlan) -> torch.Tensor:
+    """The dense mask a plan stands for, rebuilt from its blocks."""
+    if plan.dense is not None:
+        return plan.dense.float()
+    length = plan.blocks[-1][1]
+    batch = plan.blocks[0][3].shape[0]
+    out = torch.zeros(batch, 1, length, length)
+    for start, stop, keys, mask in plan.blocks:
+        out[:, :, start:stop].index_copy_(-1, keys, mask.float())
+    return out

@@ -38,7 +38,7 @@ def test_acts_with_absolute_joint_targets(policy):
     assert all(c.shape == (16, 14) and c.dtype == np.float64 and np.isfinite(c).all() for c in chunks)
     assert policy.frames_observed == 2
     assert set(policy.last_latency) == {"vae", "prefill", "denoise"}
-    assert policy.cache_bytes == policy.model.rules.held_tokens(2, 120) * policy._cache.bytes_per_token()
+    assert policy.cache_bytes == policy.model.rules.held_tokens(2, 120) * policy.cache.bytes_per_token()
 
 
 def test_seeded_episodes_repeat_and_reset_clears_memory(policy):

@@ -172,10 +172,10 @@ def _cached(cache: OrderedDict, size: int, build: Callable, rules: MemoryRules, 
     """build(rules, frame, kind, group), reused while the same metadata comes back (LRU of `size`).
 
     Keyed by content, not shape alone: windows of the same length with different frame ids (anchors
-    prepended to a late window) have different masks.
+    prepended to a late window) have different masks; and by the rules' value, not their id().
     """
     meta = torch.stack((frame, kind, group)).cpu()
-    key = (id(rules), str(frame.device), tuple(meta.shape), meta.numpy().tobytes())
+    key = (rules.key, str(frame.device), tuple(meta.shape), meta.numpy().tobytes())
     value = cache.get(key)
     if value is None:
         value = cache[key] = build(rules, frame, kind, group)
@@ -208,16 +208,14 @@ def gather_plan(rules: MemoryRules, frame: torch.Tensor, kind: torch.Tensor, gro
     max_fraction = GATHER_MAX_FRACTION if max_fraction is None else max_fraction
     mask = rules.dense_mask(frame, kind, group)  # (B, 1, S, S)
     length = mask.shape[-1]
-    blocks, pairs = [], 0
-    for start in range(0, length, block):
-        stop = min(start + block, length)
-        rows = mask[:, :, start:stop]
-        keys = rows.any(dim=2).any(dim=1).any(dim=0).nonzero().squeeze(1)  # visible to some query of the block
-        blocks.append((start, stop, keys, rows.index_select(-1, keys)))
-        pairs += (stop - start) * keys.numel()
+    spans = [(start, min(start + block, length)) for start in range(0, length, block)]
+    # keys visible to some query (any batch row) of each block
+    keys = [mask[:, :, a:b].any(dim=2).any(dim=1).any(dim=0).nonzero().squeeze(1) for a, b in spans]
+    pairs = sum((b - a) * k.numel() for (a, b), k in zip(spans, keys, strict=True))
     fraction = pairs / max(length * length, 1)
-    if fraction > max_fraction:
+    if fraction > max_fraction:  # decided before slicing: the fallback builds no block masks
         return GatherPlan([], mask, fraction)
+    blocks = [(a, b, k, mask[:, :, a:b].index_select(-1, k)) for (a, b), k in zip(spans, keys, strict=True)]
     return GatherPlan(blocks, None, fraction)
 
 

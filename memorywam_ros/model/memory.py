@@ -54,6 +54,12 @@ class MemoryRules:
         # None: unbounded (every earlier frame stays in full)
         self.window: int | None = None if policy == "full" else (1 if policy == "no_window" else config.n_recent)
 
+    @property
+    def key(self) -> tuple:
+        """What decides the mask, as a hashable value: mask caches key on this, never on id(self)
+        (ids are reused once a rules object is garbage-collected, which served a stale mask)."""
+        return (self.uses_gists, self.num_gists, self.n_anchor, self.window)
+
     # --- frame-level rules (ints or tensors of absolute frame ids) ---------------------------
     def sees_full(self, query_frame, key_frame):
         """May queries of frame `query_frame` see the full video tokens of frame `key_frame`?"""

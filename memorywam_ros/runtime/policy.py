@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..model import MemoryWAM
+from ..model import MemoryKVCache, MemoryWAM
 from ..model.flow_matching import SamplerSettings
 from .checkpoint import Checkpoint, load_checkpoint
 from .instructions import InstructionStore
@@ -109,6 +109,12 @@ class Policy:
     @property
     def cache_bytes(self) -> int:
         return 0 if self._cache is None else self._cache.held_bytes
+
+    @property
+    def cache(self) -> MemoryKVCache | None:
+        """The episode's memory (None before `reset`), for probes that read what it holds; the
+        policy alone writes it."""
+        return self._cache
 
     def reset(self, instruction: str) -> None:
         """Start an episode: look the instruction up (KeyError if unknown), clear memory and VAE stream."""
