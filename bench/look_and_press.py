@@ -39,7 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from memory_training import wilson  # noqa: E402
+from memory_training import relative_class_difference, wilson  # noqa: E402
 
 from memorywam_ros.sim.stages import LOOK_AND_PRESS_TIMING  # noqa: E402
 
@@ -220,15 +220,6 @@ def loo_ridge_correct(x: np.ndarray, y: np.ndarray, ridge: float) -> float:
         guess = np.sign(x[i] @ (a.T @ alpha))
         correct += 0.5 if guess == 0 else float(guess == y[i])
     return correct
-
-
-def relative_class_difference(x: np.ndarray, y: np.ndarray) -> float:
-    """x (n, ...) features, y (n,) two classes (any two values): rms of the difference of the class
-    means relative to the features' rms. The scenes are deterministic, so the ridge probe reads any
-    nonzero difference; this says how strongly the cue is there."""
-    x = x.astype(np.float64)
-    a, b = np.unique(y)
-    return float(np.sqrt(((x[y == a].mean(0) - x[y == b].mean(0)) ** 2).mean()) / np.sqrt((x**2).mean()))
 
 
 def _write_out(args: argparse.Namespace, out: dict) -> None:

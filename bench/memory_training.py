@@ -33,6 +33,18 @@ def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def relative_class_difference(x: np.ndarray, y: np.ndarray) -> float:
+    """x (n, ...) features, y (n,) class labels: rms of the difference of two classes' mean features,
+    relative to the features' rms, averaged over the pairs of classes present. How strongly a class is
+    written into a representation: a linear probe reads any nonzero difference when the rest is
+    deterministic, this says how large it is against everything else the features carry."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y)
+    means = [x[y == k].mean(0) for k in np.unique(y)]
+    pairs = [np.sqrt(((a - b) ** 2).mean()) for i, a in enumerate(means) for b in means[i + 1:]]
+    return float(np.mean(pairs) / np.sqrt((x**2).mean())) if pairs else 0.0
+
+
 def train_model(config: MemoryWAMConfig, data: Sequence[dict], steps: int, batch: int, seed: int,
                 cond_noise: float = 1.0, checkpoint: Path | None = None, checkpoint_every: int = 200,
                 **train: object) -> tuple[MemoryWAM, dict]:

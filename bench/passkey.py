@@ -65,7 +65,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from memory_training import train_model, wilson  # noqa: E402
+from memory_training import relative_class_difference, train_model, wilson  # noqa: E402
 
 from memorywam_ros.model import MemoryConfig, MemoryWAM, MemoryWAMConfig, VideoDiTConfig  # noqa: E402
 from memorywam_ros.model.config import ActionDiTConfig  # noqa: E402
@@ -80,7 +80,7 @@ MEMORY = {"n_init": 1, "n_recent": 2, "num_gists": 1}
 CHANNELS, LATENT_HW, CHUNK, ACTION_DIM = 48, (6, 8), 4, 2
 NUM_LAYERS = 2
 NUM_CLASSES = 4
-CUES = ("spatial", "uniform")
+CUES = ("spatial", "uniform", "patch")
 TARGETS = np.linspace(-1.5, 1.5, NUM_CLASSES)  # joint 0 of the query chunk, per class (normalised units)
 CLASS_JOINT = 0
 AMP = 1.5  # cue / query pattern amplitude against N(0, 1) distractors
@@ -119,13 +119,19 @@ def patterns(cue: str = "spatial") -> tuple[torch.Tensor, torch.Tensor]:
     """(cue patterns (K, C, h, w), query marker (C, h, w)): fixed random +-AMP signs over the whole latent.
 
     cue "spatial": a sign per channel *and position* (a texture: which token holds which sign is the
-    class); "uniform": a sign per channel, the same at every position (a colour filling the view).
+    class); "uniform": a sign per channel, the same at every position (a colour filling the view);
+    "patch": the uniform colour on the top-left quarter of the latent only (h/2 x w/2: 3 of the 12
+    tokens), zero elsewhere: Look-and-Press's panel, a colour on part of the view.
     The query marker is always spatial (it is read through the window, never from a gist)."""
     if cue not in CUES:
         raise ValueError(f"cue must be one of {CUES}, not {cue!r}")
     gen = torch.Generator().manual_seed(PATTERN_SEED)
     signs = torch.randint(0, 2, (NUM_CLASSES + 1, CHANNELS, *LATENT_HW), generator=gen).float() * 2 - 1
     cues = signs[:NUM_CLASSES] if cue == "spatial" else signs[:NUM_CLASSES, :, :1, :1].expand_as(signs[:NUM_CLASSES])
+    if cue == "patch":
+        h, w = LATENT_HW
+        cues = torch.zeros_like(cues)
+        cues[:, :, : h // 2, : w // 2] = signs[:NUM_CLASSES, :, :1, :1]
     return AMP * cues, AMP * signs[NUM_CLASSES]
 
 
@@ -212,16 +218,20 @@ def evaluate(model: MemoryWAM, delay: int, episodes: int, num_steps: int = 10, c
     hits, neutral, latency, prefill_ms = 0, 0, [], []
     tokens = nbytes = 0
     gist_feats: dict[str, list[torch.Tensor]] = {"cue": [], "distractor": []}
+    cue_video: list[torch.Tensor] = []  # the cue frame's own video keys/values: what its gists could copy
     labels = []
     for j in range(episodes):
         ep = make_episode(EVAL_SEED0 + j, delay, cue=cue)
         cache = model.new_cache(batch=1)
-        gist_start = record_gist_slots(cache)
+        video_start: dict[int, int] = {}
+        gist_start = record_gist_slots(cache, video_start)
         for t in range(ep.num_frames):
             t0 = time.perf_counter()
             model.prefill(cache, ep.latents[t][None], t, text)
             t1 = time.perf_counter()
             prefill_ms.append((t1 - t0) * 1000)
+            if t == ep.cue_frame:  # read while held (its slots are reused once it leaves the window)
+                cue_video.append(cached_gist(cache, video_start[t], L))
             if t == ep.num_frames - 2:
                 before = model.sample_actions(cache, text, proprio, num_steps, generator=gen)[0]
                 neutral += abs(float(before[:, CLASS_JOINT].mean())) < NEUTRAL_TOL
@@ -243,7 +253,20 @@ def evaluate(model: MemoryWAM, delay: int, episodes: int, num_steps: int = 10, c
             "latency_ms_median": float(np.median(lat_ms)), "latency_ms_p90": float(np.percentile(lat_ms, 90)),
             "prefill_ms_median": float(np.median(prefill_ms)),
             "gist_probe": {name: nearest_centroid_accuracy(torch.stack(f), labels) for name, f in gist_feats.items()}
-            if rules.num_gists else None}
+            if rules.num_gists else None,
+            "gist_write": gist_write(gist_feats["cue"], cue_video, labels) if rules.num_gists else None}
+
+
+def gist_write(cue_gist: list[torch.Tensor], cue_video: list[torch.Tensor], labels: list[int]) -> dict:
+    """How strongly the class is written, per layer: `relative_class_difference` of the cue frame's
+    cached gist keys/values beside that of its own video tokens (what the gists attend to). A ratio
+    far below 1 is the write diluting the cue (Look-and-Press measured 200-1000x)."""
+    y = np.array(labels)
+    out = {}
+    for name, feats in (("cue_gist", cue_gist), ("cue_video", cue_video)):
+        x = torch.stack(feats).numpy()  # (episodes, layers, F)
+        out[name] = [relative_class_difference(x[:, layer], y) for layer in range(x.shape[1])]
+    return out
 
 
 def record_gist_slots(cache, video_starts: dict[int, int] | None = None) -> dict[int, int]:
@@ -320,15 +343,22 @@ def targets_met(result: dict) -> dict:
 
 def table(result: dict) -> list[str]:
     lines = ["| policy | D | accuracy | 95 % CI (Wilson) | neutral before query | cache tokens / layer | "
-             "cache KiB | latency / chunk (median, p90 ms) | train s | final action loss |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "cache KiB | latency / chunk (median, p90 ms) | train s | final action loss | "
+             "cue in its gist / in its video tokens (last layer) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for _, c in sorted(result["cells"].items(), key=lambda kv: (kv[1]["delay"], POLICIES.index(kv[1]["policy"]))):
         lines.append(f"| {c['policy']} | {c['delay']} | {c['accuracy']:.0%} ({c['correct']}/{c['episodes']}) | "
                      f"{c['ci95'][0]:.0%}–{c['ci95'][1]:.0%} | {c['neutral_before_query']:.0%} | "
                      f"{c['cache_tokens']} | {c['cache_bytes'] / 1024:.1f} | "
                      f"{c['latency_ms_median']:.1f}, {c['latency_ms_p90']:.1f} | {c['train']['train_s']:.0f} | "
-                     f"{c['train']['final_action_loss']:.4f} |")
+                     f"{c['train']['final_action_loss']:.4f} | {_write_cell(c)} |")
     return lines
+
+
+def _write_cell(cell: dict) -> str:
+    """Table cell: the cue's relative class difference in the cue frame's gist and video tokens."""
+    write = cell.get("gist_write")
+    return f"{write['cue_gist'][-1]:.1e} / {write['cue_video'][-1]:.1e}" if write else "–"
 
 
 def write_report(result: dict, stem: Path) -> None:

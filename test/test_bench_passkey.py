@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -24,10 +25,11 @@ from memorywam_train.dataset import collate
 
 
 def matched_filter(ep: pk.Episode, cue: str = "spatial") -> tuple[torch.Tensor, torch.Tensor]:
-    """Per frame: correlation with each cue pattern (T, K) and with the query marker (T,), ~AMP² where present."""
+    """Per frame: correlation with each cue pattern (T, K) and with the query marker (T,), ~AMP² where
+    present (over the pattern's support: the patch cue covers a quarter of the latent)."""
     cues, query = pk.patterns(cue)
     flat = ep.latents.flatten(1)
-    return flat @ cues.flatten(1).T / cues[0].numel(), flat @ query.flatten() / query.numel()
+    return flat @ cues.flatten(1).T / int(cues[0].ne(0).sum()), flat @ query.flatten() / query.numel()
 
 
 @pytest.mark.parametrize("cue", pk.CUES)
@@ -59,6 +61,19 @@ def test_uniform_cue_is_one_colour_per_class_spatial_cue_a_texture():
     assert float(per_class.abs().min()) == pk.AMP
     with pytest.raises(ValueError, match="cue must be one of"):
         pk.patterns("stripes")
+
+
+def test_patch_cue_is_the_uniform_colour_on_the_top_left_quarter_only():
+    """Look-and-Press's panel in the probe: a plausible bug (the whole frame, the wrong corner, another
+    colour than the uniform cue's) changes what the gists have to find."""
+    patch, _ = pk.patterns("patch")
+    uniform, _ = pk.patterns("uniform")
+    h, w = pk.LATENT_HW
+    assert torch.equal(patch[:, :, : h // 2, : w // 2], uniform[:, :, : h // 2, : w // 2])
+    outside = patch.clone()
+    outside[:, :, : h // 2, : w // 2] = 0
+    assert torch.count_nonzero(outside) == 0
+    assert int(patch[0].ne(0).sum()) * 4 == patch[0].numel()
 
 
 def test_class_label_only_on_the_last_chunk():
@@ -122,6 +137,10 @@ def test_probe_trains_and_evaluates_through_the_cache_end_to_end(tmp_path, monke
         assert cell["cache_bytes"] == cell["cache_tokens"] * bytes_per_token
         assert (cell["gist_probe"] is None) == (policy == "window"), key
     assert len(result["cells"]["hybrid@4"]["gist_probe"]["cue"]) == 2  # one accuracy per layer
+    write = result["cells"]["hybrid@4"]["gist_write"]
+    assert [len(write["cue_gist"]), len(write["cue_video"])] == [2, 2]  # per layer
+    assert write["cue_video"][0] > 0.1  # the cue frame's own tokens carry the class, whatever the training
+    assert result["cells"]["window@4"]["gist_write"] is None
 
     # resume: the cells already in the JSON are not trained again; other knobs are refused
     monkeypatch.setattr(pk, "train_cell", lambda *a, **k: pytest.fail("a finished cell was trained again"))
@@ -187,3 +206,23 @@ def test_an_interrupted_cell_resumes_into_the_uninterrupted_run(tmp_path):
         assert torch.equal(a, b), name
     with pytest.raises(SystemExit, match="other arguments"):
         train_model(config, data, checkpoint=ckpt, checkpoint_every=2, **dict(kw, steps=8))
+
+
+def test_relative_class_difference_measures_the_class_signal_against_the_rest():
+    """Two classes whose features differ by d on one of four dimensions, on top of a constant c:
+    rms(d over 4 dims) / rms(features). Pins the pairwise average for K classes (not the spread
+    around the grand mean, half as large), and that a class-free feature reads 0."""
+    from memory_training import relative_class_difference
+
+    c, d = 3.0, 0.4
+    y = np.array([0, 1] * 50)
+    x = np.full((100, 4), c)
+    x[y == 1, 0] += d
+    rms = np.sqrt((x**2).mean())
+    assert relative_class_difference(x, y) == pytest.approx(np.sqrt(d**2 / 4) / rms)
+    assert relative_class_difference(np.full((100, 4), c), y) == 0.0
+    # three classes at 0, d, 2d: pairwise differences d, d, 2d -> mean 4d/3
+    y3 = np.array([0, 1, 2] * 30)
+    x3 = np.zeros((90, 1)) + c
+    x3[:, 0] += d * y3
+    assert relative_class_difference(x3, y3) == pytest.approx((4 * d / 3) / np.sqrt((x3**2).mean()))
