@@ -33,16 +33,17 @@ def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def relative_class_difference(x: np.ndarray, y: np.ndarray) -> float:
+def relative_class_difference(x: np.ndarray, y: np.ndarray, reference: np.ndarray | None = None) -> float:
     """x (n, ...) features, y (n,) class labels: rms of the difference of two classes' mean features,
-    relative to the features' rms, averaged over the pairs of classes present. How strongly a class is
-    written into a representation: a linear probe reads any nonzero difference when the rest is
-    deterministic, this says how large it is against everything else the features carry."""
+    relative to the rms of `reference` (default x itself), averaged over the pairs of classes present.
+    How strongly a class is written into a representation: a linear probe reads any nonzero difference
+    when the rest is deterministic, this says how large it is against everything the features carry."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y)
+    scale = np.sqrt((np.asarray(x if reference is None else reference, dtype=np.float64) ** 2).mean())
     means = [x[y == k].mean(0) for k in np.unique(y)]
     pairs = [np.sqrt(((a - b) ** 2).mean()) for i, a in enumerate(means) for b in means[i + 1:]]
-    return float(np.mean(pairs) / np.sqrt((x**2).mean())) if pairs else 0.0
+    return float(np.mean(pairs) / scale) if pairs else 0.0
 
 
 def train_model(config: MemoryWAMConfig, data: Sequence[dict], steps: int, batch: int, seed: int,

@@ -140,6 +140,9 @@ def test_probe_trains_and_evaluates_through_the_cache_end_to_end(tmp_path, monke
     write = result["cells"]["hybrid@4"]["gist_write"]
     assert [len(write["cue_gist"]), len(write["cue_video"])] == [2, 2]  # per layer
     assert write["cue_video"][0] > 0.1  # the cue frame's own tokens carry the class, whatever the training
+    # a layer-0 gist is its learned embedding at the frame's RoPE position: once centred per cue frame
+    # it holds nothing (wrong slots read, or no centring, would show a difference here)
+    assert write["cue_gist"][0] < 1e-6
     assert result["cells"]["window@4"]["gist_write"] is None
 
     # resume: the cells already in the JSON are not trained again; other knobs are refused
@@ -226,3 +229,5 @@ def test_relative_class_difference_measures_the_class_signal_against_the_rest():
     x3 = np.zeros((90, 1)) + c
     x3[:, 0] += d * y3
     assert relative_class_difference(x3, y3) == pytest.approx((4 * d / 3) / np.sqrt((x3**2).mean()))
+    # against a reference scale (the raw features when the class means come from centred ones)
+    assert relative_class_difference(x3, y3, 2 * x3) == pytest.approx(relative_class_difference(x3, y3) / 2)

@@ -38,6 +38,15 @@ def test_parity_with_absolute_position_embedding(policy):
     assert_parity(random_model(config, seed=3), 6)
 
 
+@pytest.mark.parametrize("policy", ["hybrid", "no_anchor", "no_window"])
+@pytest.mark.parametrize("num_gists,grid", [(8, (8, 6)), (4, (24, 20)), (1, (6, 4))])
+def test_parity_with_pooled_gists(policy, num_gists, grid):
+    """gist_init "pooled": the training forward and prefill build a frame's gists from its tokens alike."""
+    config = dataclasses.replace(tiny_config(policy, grid=grid, n_init=1, n_recent=2, num_gists=num_gists),
+                                 gist_init="pooled")
+    assert_parity(random_model(config, seed=5), 6)
+
+
 def assert_parity(model, frames: int) -> None:
     config = model.config
     x = random_inputs(config, batch=2, frames=frames)

@@ -110,6 +110,40 @@ def test_absolute_pos_embed_gives_each_token_its_place(tmp_path):
     assert loaded.config.absolute_pos_embed and torch.equal(loaded.pos_embed, on_model.pos_embed)
 
 
+def test_pooled_gists_start_as_the_mean_of_their_cell(tmp_path):
+    """gist_init "pooled": gist m = learned embedding m + the mean of the tokens in cell
+    (m // cols, m % cols) of the gist grid, row-major over (h, w) as video_positions orders tokens.
+    A transposed grid, a column-major cell order or a mean over the wrong axis fails here."""
+    config = dataclasses.replace(tiny_config("hybrid", grid=(8, 6), num_gists=4), gist_init="pooled")
+    assert config.gist_grid == (2, 2)  # 4 x 3 tokens -> 2 x 2 cells (adaptive pooling: cells overlap)
+    model = random_model(config)
+    h, w = model.grid
+    hw = video_positions(torch.tensor([0]), h, w)[:, 1:]  # (L, 2): token l sits at (h, w)
+    tokens = torch.zeros(1, h * w, config.video.inner_dim)
+    tokens[0, :, 0], tokens[0, :, 1] = hw[:, 0].float(), hw[:, 1].float()  # a token says where it is
+    with torch.no_grad():
+        pooled = (model.gist_inputs(tokens) - model.gist_tokens)[0]  # (M, D)
+    # adaptive pooling of 4 rows into 2 cells: rows 0-1, 2-3; of 3 columns into 2: cols 0-1, 1-2
+    expected_h = torch.tensor([0.5, 0.5, 2.5, 2.5])
+    expected_w = torch.tensor([0.5, 1.5, 0.5, 1.5])
+    torch.testing.assert_close(pooled[:, 0], expected_h)
+    torch.testing.assert_close(pooled[:, 1], expected_w)
+    assert float(pooled[:, 2:].abs().max()) == 0.0
+    # learned: the embeddings alone, whatever the frame
+    learned = random_model(tiny_config("hybrid", grid=(8, 6), num_gists=4))
+    with torch.no_grad():
+        torch.testing.assert_close(learned.gist_inputs(tokens)[0], learned.gist_tokens)
+    # the grid follows the token grid's aspect; a count that fits no grid is refused with the reason
+    robot = dataclasses.replace(tiny_config("hybrid", grid=(24, 20), num_gists=8), gist_init="pooled")
+    assert robot.gist_grid == (4, 2)  # 12 x 10 tokens
+    with pytest.raises(ValueError, match="do not fit a grid"):
+        dataclasses.replace(tiny_config("hybrid", grid=(8, 6), num_gists=7), gist_init="pooled")
+    with pytest.raises(ValueError, match="gist_init 'mean' unknown"):
+        dataclasses.replace(config, gist_init="mean")
+    model.save_pretrained(tmp_path)
+    assert MemoryWAM.from_pretrained(tmp_path).config.gist_init == "pooled"
+
+
 @pytest.mark.parametrize("damage", ["missing", "shape"])
 def test_damaged_checkpoint_names_the_key(tmp_path, damage):
     random_model(tiny_config()).save_pretrained(tmp_path)

@@ -8,10 +8,12 @@ checkpoint's config maps onto it unchanged.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 MEMORY_POLICIES = ("hybrid", "full", "window", "no_anchor", "no_gist", "no_window")
+GIST_INITS = ("learned", "pooled")
 
 
 @dataclass
@@ -105,13 +107,35 @@ class MemoryWAMConfig:
     # object by content reads what it is, not where. Off for the Wan2.2 weights; a small model trained from
     # scratch on the simulator can turn it on (issue 16 lever, bench/results/sim_levers.md).
     absolute_pos_embed: bool = False
+    # how a frame's M gist tokens start before block 0 (MemoryWAM.gist_inputs). "learned": the paper's M
+    # learned embeddings, the same for every frame, so a gist holds only what attention brings in; with a
+    # few layers that is an average over everything the gist sees, in which a cue on part of the view is
+    # diluted out (issue 15: bench/results/passkey_patch*.md). "pooled": the learned embeddings plus the
+    # frame's video tokens average-pooled onto `gist_grid` (M cells of the token grid, row-major), so each
+    # gist starts as an undiluted summary of its region and attention refines it.
+    gist_init: str = "learned"
 
     def __post_init__(self) -> None:
         _, ph, pw = self.video.patch_size
         if self.latent_height % ph or self.latent_width % pw:
             raise ValueError("latent grid must be divisible by the patch size")
+        if self.gist_init not in GIST_INITS:
+            raise ValueError(f"gist_init {self.gist_init!r} unknown; choose one of {GIST_INITS}")
+        if self.gist_init == "pooled" and self.memory.num_gists:
+            _ = self.gist_grid  # raises when M cells do not fit the token grid
         if self.action.hidden_dim > self.video.inner_dim:
             raise ValueError("the action expert must not be wider than the video DiT (it is interpolated from it)")
+
+    @property
+    def gist_grid(self) -> tuple[int, int]:
+        """(rows, cols) of the cells the "pooled" gist init averages over: rows * cols = M, each at most
+        the token grid's, the shape nearest the grid's aspect (8 gists on 12 x 10 tokens: 4 x 2)."""
+        _, ph, pw = self.video.patch_size
+        h, w, m = self.latent_height // ph, self.latent_width // pw, self.memory.num_gists
+        shapes = [(r, m // r) for r in range(1, m + 1) if m % r == 0 and r <= h and m // r <= w]
+        if not shapes:
+            raise ValueError(f"{m} gists do not fit a grid of cells on the {h} x {w} token grid")
+        return min(shapes, key=lambda s: (abs(math.log(s[0] / s[1]) - math.log(h / w)), s))
 
     @property
     def tokens_per_frame(self) -> int:

@@ -84,6 +84,17 @@ class MemoryWAM(nn.Module):
         x = self.video.patchify(latents[:, :, None])
         return x if self.pos_embed is None else x + self.pos_embed.to(x.dtype)
 
+    def gist_inputs(self, video: torch.Tensor) -> torch.Tensor:
+        """Video tokens (B', L, D_v) of B' frames -> the inputs of their gist tokens (B', M, D_v):
+        the learned embeddings, plus (gist_init "pooled") the tokens averaged over the M cells of
+        config.gist_grid, row-major (gist m <- cell (m // cols, m % cols)). Both paths (training
+        forward and prefill) build gists here."""
+        g = self.gist_tokens.to(video.dtype).expand(video.shape[0], -1, -1)
+        if self.config.gist_init == "pooled":
+            grid = video.transpose(1, 2).unflatten(2, self.grid)  # (B', D_v, h, w): tokens are (h, w) row-major
+            g = g + F.adaptive_avg_pool2d(grid, self.config.gist_grid).flatten(2).transpose(1, 2)
+        return g
+
     # ------------------------------------------------------------------------------------------
     # training
     # ------------------------------------------------------------------------------------------
@@ -123,7 +134,7 @@ class MemoryWAM(nn.Module):
         clean = self.embed_video(latents.flatten(0, 1)).unflatten(0, (b, n))  # (B, N, L, D_v)
         per_frame = [clean]
         if M:
-            per_frame.append(self.gist_tokens.to(clean.dtype).expand(b, n, M, -1))
+            per_frame.append(self.gist_inputs(clean.flatten(0, 1)).unflatten(0, (b, n)))
         x_video = [torch.cat(per_frame, dim=2).flatten(1, 2)]
         pos = [self._frame_positions(frame_ids)]
         t_video = [cond_timestep.repeat_interleave(L + M, dim=1)]
@@ -295,7 +306,7 @@ class MemoryWAM(nn.Module):
         x = self.embed_video(latent)  # (B, L, D_v)
         ids = torch.tensor([[frame_id]], device=x.device)
         if M:
-            x = torch.cat((x, self.gist_tokens.to(x.dtype).expand(b, M, -1)), dim=1)
+            x = torch.cat((x, self.gist_inputs(x)), dim=1)
         cos, sin = self.video.rope(self._frame_positions(ids)[0])
         _, time_mod = self.video.condition_embedder.time(torch.zeros(b, 1, device=x.device))  # clean: t = 0
         video_start, gist_start = cache.begin_frame(frame_id)
