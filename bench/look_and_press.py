@@ -46,6 +46,7 @@ from memorywam_ros.sim.stages import LOOK_AND_PRESS_TIMING  # noqa: E402
 RESULTS = ROOT / "bench" / "results"
 CELLS = RESULTS / "look_and_press"
 POLICY_ORDER = ("hybrid", "full", "window", "no_gist", "no_anchor")
+GIST_POLICIES = ("hybrid", "no_anchor")  # the passkey/Look-and-Press policies that keep gists
 DEFAULT_DELAY = LOOK_AND_PRESS_TIMING["delay_chunks"]  # the shipped checkpoint's: its cells carry no _d tag
 SEED0 = 200_000  # training demos use seeds 1000..; the cue is a function of the seed
 TIMING_NAMES = {0: "cue during the anchors (frames 0-1)", 2: "cue after the anchors (frames 2-3)"}
@@ -119,16 +120,28 @@ def summarize_cell(cell: dict) -> dict:
 
 
 def passkey_cells() -> list[dict]:
-    """The passkey probe's cells (colour cue), the longest-trained run of each (policy, delay)."""
-    best: dict[tuple[str, int], dict] = {}
-    for f in sorted(RESULTS.glob("passkey_uniform*.json")):
+    """The passkey probe's cells (bench/passkey.py's full-size runs), the longest-trained run of each
+    (cue, gist init, policy, delay); the quick smoke runs are left out."""
+    best: dict[tuple, dict] = {}
+    for f in sorted(RESULTS.glob("passkey_*.json")):
         d = json.loads(f.read_text())
-        steps = d.get("knobs", {}).get("steps")
+        knobs = d.get("knobs", {})
+        if d.get("preset") != "full" or "cells" not in d:
+            continue
+        steps = knobs.get("steps")
+        cue = knobs.get("cue", "spatial")
         for c in d["cells"].values():
-            key = (c["policy"], c["delay"])
+            gists = passkey_gists(knobs) if c["policy"] in GIST_POLICIES else "–"
+            key = (cue, gists, c["policy"], c["delay"])
             if key not in best or (steps or 0) > (best[key]["steps"] or 0):
-                best[key] = {**c, "steps": steps, "command": d["command"], "file": _rel(f)}
-    return sorted(best.values(), key=lambda c: (POLICY_ORDER.index(c["policy"]), c["delay"]))
+                best[key] = {**c, "steps": steps, "cue": cue, "gists": gists, "command": d["command"], "file": _rel(f)}
+    return sorted(best.values(), key=lambda c: (c["cue"] != "uniform", c["cue"], c["gists"],
+                                                POLICY_ORDER.index(c["policy"]), c["delay"]))
+
+
+def passkey_gists(knobs: dict) -> str:
+    """How a passkey run's gists were made, for the table: "1 learned" (bench/passkey.py's default)."""
+    return f"{knobs.get('gists', 1)} {knobs.get('gist_init', 'learned')}"
 
 
 def _cell_name(c: dict) -> str:
@@ -153,10 +166,11 @@ def table(args: argparse.Namespace) -> dict:
                      f"{c['ci95'][1]:.0%} | {stages} | {lat} | {cache} | {c['violations']} |")
     lines += ["", "Commands (one per cell): " + "; ".join(f"`{c['command']}`" for c in cells), "",
               "## Passkey probe (synthetic latents through the real network and cache)", "",
-              "| policy | D | accuracy | 95 % CI | training steps | cache KiB | latency / chunk (ms) | file |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| cue | gists per frame | policy | D | accuracy | 95 % CI | training steps | cache KiB | "
+              "latency / chunk (ms) | file |", "|---|---|---|---|---|---|---|---|---|---|"]
     for c in passkey:
-        lines.append(f"| {c['policy']} | {c['delay']} | {c['accuracy']:.0%} ({c['correct']}/{c['episodes']}) | "
+        lines.append(f"| {c['cue']} | {c['gists']} | {c['policy']} | {c['delay']} | "
+                     f"{c['accuracy']:.0%} ({c['correct']}/{c['episodes']}) | "
                      f"{c['ci95'][0]:.0%}–{c['ci95'][1]:.0%} | {c['steps']} | {c['cache_bytes'] / 1024:.1f} | "
                      f"{c['latency_ms_median']:.0f} | {c['file']} |")
     out = {"look_and_press": cells, "passkey": passkey}
@@ -176,16 +190,17 @@ def plot(cells: list[dict], passkey: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    for policy in POLICY_ORDER:
-        pts = sorted((c["delay"], c["accuracy"], c["ci95"]) for c in passkey if c["policy"] == policy)
-        if pts:
-            d, acc, ci = zip(*pts, strict=True)
-            err = np.clip([[x - lo for x, (lo, _) in zip(acc, ci, strict=True)],
-                           [hi - x for x, (_, hi) in zip(acc, ci, strict=True)]], 0, None)  # 1 - 1e-17 at 100 %
-            a.errorbar(d, acc, yerr=err, marker="o", capsize=3, label=policy)
+    for policy, cue, gists in dict.fromkeys((c["policy"], c["cue"], c["gists"]) for c in passkey):
+        pts = sorted((c["delay"], c["accuracy"], c["ci95"]) for c in passkey
+                     if (c["policy"], c["cue"], c["gists"]) == (policy, cue, gists))
+        d, acc, ci = zip(*pts, strict=True)
+        err = np.clip([[x - lo for x, (lo, _) in zip(acc, ci, strict=True)],
+                       [hi - x for x, (_, hi) in zip(acc, ci, strict=True)]], 0, None)  # 1 - 1e-17 at 100 %
+        label = f"{policy}, {cue}" + (f", {gists} gists" if gists != "–" else "")
+        a.errorbar(d, acc, yerr=err, marker="o", capsize=3, label=label)
     a.axhline(0.25, color="grey", ls=":", label="chance (K = 4)")
     a.set(xscale="log", xlabel="delay D (latent frames)", ylabel="accuracy", title="passkey probe", ylim=(0, 1.05))
-    a.legend(fontsize=8)
+    a.legend(fontsize=6)
     timings = sorted({(c["cue_start"], c["delay_chunks"]) for c in cells})
     width = 0.8 / max(len(timings), 1)
     names = list(dict.fromkeys(_cell_name(c) for c in cells))  # one group per policy (+ training variant)

@@ -68,7 +68,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from memory_training import relative_class_difference, train_model, wilson  # noqa: E402
 
 from memorywam_ros.model import MemoryConfig, MemoryWAM, MemoryWAMConfig, VideoDiTConfig  # noqa: E402
-from memorywam_ros.model.config import ActionDiTConfig  # noqa: E402
+from memorywam_ros.model.config import GIST_INITS, ActionDiTConfig  # noqa: E402
 from memorywam_ros.runtime.instructions import random_instruction_embeddings  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -95,17 +95,20 @@ PRESETS = {
 }
 
 
-def probe_config(policy: str, layers: int = NUM_LAYERS) -> MemoryWAMConfig:
-    """The real MemoryWAM at a tiny size (~0.1 M parameters); 12 video tokens + 1 gist per frame."""
+def probe_config(policy: str, layers: int = NUM_LAYERS, num_gists: int = MEMORY["num_gists"],
+                 gist_init: str = "learned") -> MemoryWAMConfig:
+    """The real MemoryWAM at a tiny size (~0.1 M parameters); 12 video tokens + 1 gist per frame
+    (--gists, --gist-init: MemoryWAMConfig.gist_init)."""
     return MemoryWAMConfig(
         video=VideoDiTConfig(num_attention_heads=2, attention_head_dim=16, in_channels=CHANNELS,
                              out_channels=CHANNELS, text_dim=32, freq_dim=32, ffn_dim=128, num_layers=layers),
         action=ActionDiTConfig(hidden_dim=32, ffn_dim=128, action_dim=ACTION_DIM, proprio_dim=ACTION_DIM,
                                chunk_size=CHUNK),
-        memory=MemoryConfig(policy=policy, **MEMORY),
+        memory=MemoryConfig(policy=policy, **dict(MEMORY, num_gists=num_gists)),
         latent_height=LATENT_HW[0],
         latent_width=LATENT_HW[1],
         text_len=8,
+        gist_init=gist_init,
     )
 
 
@@ -200,9 +203,10 @@ def instruction_text() -> torch.Tensor:
 # ------------------------------------------------------------------------------------ train / eval
 def train_cell(policy: str, delay: int, steps: int, batch: int, seed: int = 0,
                layers: int = NUM_LAYERS, cue: str = "spatial",
-               checkpoint: Path | None = None) -> tuple[MemoryWAM, dict]:
+               checkpoint: Path | None = None, num_gists: int = MEMORY["num_gists"],
+               gist_init: str = "learned") -> tuple[MemoryWAM, dict]:
     """One cell's model. `checkpoint`: where the unfinished run is kept (a D = 128 cell is > 1 h of CPU)."""
-    config = probe_config(policy, layers)
+    config = probe_config(policy, layers, num_gists, gist_init)
     data = PasskeyEpisodes(delay, instruction_text(), count=max(1, steps * batch), seed0=seed * 100_000, cue=cue)
     return train_model(config, data, steps, batch, seed, cond_noise=COND_NOISE, checkpoint=checkpoint,
                        loss_video_weight=0.0)
@@ -377,7 +381,9 @@ def write_report(result: dict, stem: Path) -> None:
              *table(result), "", f"Command: `{result['command']}`", "",
              f"Chance is 1/K = {1 / NUM_CLASSES:.0%}. The window reaches {result['window_reach']} frames back "
              f"(num_layers·(N_recent − 1) + 1); every D is beyond it. {result['tokens_per_frame']} video tokens + "
-             f"{MEMORY['num_gists']} gist per frame (the robot: 120 + 8). Latency = prefill of the query frame + "
+             f"{result['knobs'].get('gists', MEMORY['num_gists'])} gist(s) per frame, initialised "
+             f"{result['knobs'].get('gist_init', 'learned')} (the robot: 120 + 8, learned). "
+             "Latency = prefill of the query frame + "
              "10 Euler steps of its chunk, float32, CPU, batch 1.", "", "Targets:", ""]
     lines += [f"- {name}: {'met' if ok else ('not measured' if ok is None else 'MISSED')}"
               for name, ok in result["targets"].items()]
@@ -440,7 +446,8 @@ def run(knobs: dict, policies: Sequence[str], stem: Path, command: str, preset: 
                 continue
             ckpt = cell_checkpoint(stem, key)
             model, info = train_cell(policy, delay, knobs["steps"], knobs["batch"], knobs.get("seed", 0),
-                                     knobs.get("layers", NUM_LAYERS), knobs.get("cue", "spatial"), ckpt)
+                                     knobs.get("layers", NUM_LAYERS), knobs.get("cue", "spatial"), ckpt,
+                                     knobs.get("gists", MEMORY["num_gists"]), knobs.get("gist_init", "learned"))
             r = evaluate(model, delay, knobs["episodes"], cue=knobs.get("cue", "spatial"))
             cells[key] = {"policy": policy, "delay": delay, **r, "train": info}
             print(f"  {key:14s} accuracy {r['accuracy']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] neutral "
@@ -462,13 +469,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, help="override the preset's evaluation episodes per cell")
     p.add_argument("--layers", type=int, help=f"override the depth (default {NUM_LAYERS})")
     p.add_argument("--cue", choices=CUES, help="cue pattern (default spatial; see patterns())")
+    p.add_argument("--gists", type=int, help=f"gists per frame (default {MEMORY['num_gists']})")
+    p.add_argument("--gist-init", choices=GIST_INITS, help="MemoryWAMConfig.gist_init (default learned)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared box)")
     p.add_argument("--out", default=None, help="output stem (default bench/results/passkey_<preset>)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     preset = "quick" if args.quick else "full"
     knobs = dict(PRESETS[preset], seed=0, action_dim=ACTION_DIM, cond_noise=COND_NOISE, layers=NUM_LAYERS)
-    for key in ("delays", "steps", "episodes", "layers", "cue"):
+    for key in ("delays", "steps", "episodes", "layers", "cue", "gists", "gist_init"):  # unset: not in knobs
         if getattr(args, key) is not None:
             knobs[key] = getattr(args, key)
     stem = Path(args.out) if args.out else RESULTS / f"passkey_{preset}"

@@ -153,6 +153,19 @@ def test_probe_trains_and_evaluates_through_the_cache_end_to_end(tmp_path, monke
         pk.run(dict(knobs, steps=3), ["hybrid"], stem, "test", "test")
 
 
+def test_gist_knobs_reach_the_model(tmp_path):
+    """--gists 4 --gist-init pooled: the cell's cache holds 4 gists per frame and its model pools them."""
+    torch.set_num_threads(1)
+    knobs = {"delays": [4], "steps": 2, "batch": 2, "episodes": 4, "seed": 0, "gists": 4, "gist_init": "pooled"}
+    cell = pk.run(knobs, ["hybrid"], tmp_path / "passkey_pooled", "test", "test")["cells"]["hybrid@4"]
+    config = pk.probe_config("hybrid", num_gists=4, gist_init="pooled")
+    frames = pk.make_episode(pk.EVAL_SEED0 + 3, 4).num_frames
+    assert cell["cache_tokens"] == MemoryRules(config.memory).held_tokens(frames, config.tokens_per_frame)
+    assert cell["cache_tokens"] != MemoryRules(pk.probe_config("hybrid").memory).held_tokens(
+        frames, config.tokens_per_frame)
+    assert "4 gist(s) per frame, initialised pooled" in (tmp_path / "passkey_pooled.md").read_text()
+
+
 def test_attention_probe_partitions_what_the_query_chunk_sees():
     """bench/passkey_attention.py: the key categories cover every key the query chunk may see (masses sum
     to 1 per layer) and the evicted cue frame's tokens get none (the memory rule, through the dense mask)."""
