@@ -197,7 +197,9 @@ def plot(cells: list[dict], passkey: list[dict], path: Path) -> None:
         err = np.clip([[x - lo for x, (lo, _) in zip(acc, ci, strict=True)],
                        [hi - x for x, (_, hi) in zip(acc, ci, strict=True)]], 0, None)  # 1 - 1e-17 at 100 %
         label = f"{policy}, {cue}" + (f", {gists} gists" if gists != "–" else "")
-        a.errorbar(d, acc, yerr=err, marker="o", capsize=3, label=label)
+        # colour: policy; line: cue; marker: how the gists start
+        a.errorbar(d, acc, yerr=err, capsize=3, label=label, color=f"C{POLICY_ORDER.index(policy)}",
+                   ls={"uniform": "-", "patch": "--"}.get(cue, ":"), marker="s" if "pooled" in gists else "o")
     a.axhline(0.25, color="grey", ls=":", label="chance (K = 4)")
     a.set(xscale="log", xlabel="delay D (latent frames)", ylabel="accuracy", title="passkey probe", ylim=(0, 1.05))
     a.legend(fontsize=6)
