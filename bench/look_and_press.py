@@ -141,7 +141,9 @@ def passkey_cells() -> list[dict]:
 
 def passkey_gists(knobs: dict) -> str:
     """How a passkey run's gists were made, for the table: "1 learned" (bench/passkey.py's default)."""
-    return f"{knobs.get('gists', 1)} {knobs.get('gist_init', 'learned')}"
+    from passkey import gist_knobs  # torch and the model: only when the table is made
+
+    return "{} {}".format(*gist_knobs(knobs))
 
 
 def _cell_name(c: dict) -> str:

@@ -112,6 +112,11 @@ def probe_config(policy: str, layers: int = NUM_LAYERS, num_gists: int = MEMORY[
     )
 
 
+def gist_knobs(knobs: dict) -> tuple[int, str]:
+    """(gists per frame, gist init) of a run: its knobs, or the defaults when unset (older runs)."""
+    return knobs.get("gists", MEMORY["num_gists"]), knobs.get("gist_init", "learned")
+
+
 def window_reach(config: MemoryWAMConfig) -> int:
     """Frames back from the decision that the recent window still reaches through deeper keys (README)."""
     return config.video.num_layers * (config.memory.n_recent - 1) + 1
@@ -377,12 +382,12 @@ def write_report(result: dict, stem: Path) -> None:
     stem.parent.mkdir(parents=True, exist_ok=True)
     result["targets"] = targets_met(result)
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    gists, gist_init = gist_knobs(result["knobs"])
     lines = [f"# Passkey probe ({result['preset']}): {result['knobs']['episodes']} held-out episodes per cell", "",
              *table(result), "", f"Command: `{result['command']}`", "",
              f"Chance is 1/K = {1 / NUM_CLASSES:.0%}. The window reaches {result['window_reach']} frames back "
              f"(num_layers·(N_recent − 1) + 1); every D is beyond it. {result['tokens_per_frame']} video tokens + "
-             f"{result['knobs'].get('gists', MEMORY['num_gists'])} gist(s) per frame, initialised "
-             f"{result['knobs'].get('gist_init', 'learned')} (the robot: 120 + 8, learned). "
+             f"{gists} gist(s) per frame, initialised {gist_init} (the robot: 120 + 8, learned). "
              "Latency = prefill of the query frame + "
              "10 Euler steps of its chunk, float32, CPU, batch 1.", "", "Targets:", ""]
     lines += [f"- {name}: {'met' if ok else ('not measured' if ok is None else 'MISSED')}"
@@ -447,7 +452,7 @@ def run(knobs: dict, policies: Sequence[str], stem: Path, command: str, preset: 
             ckpt = cell_checkpoint(stem, key)
             model, info = train_cell(policy, delay, knobs["steps"], knobs["batch"], knobs.get("seed", 0),
                                      knobs.get("layers", NUM_LAYERS), knobs.get("cue", "spatial"), ckpt,
-                                     knobs.get("gists", MEMORY["num_gists"]), knobs.get("gist_init", "learned"))
+                                     *gist_knobs(knobs))
             r = evaluate(model, delay, knobs["episodes"], cue=knobs.get("cue", "spatial"))
             cells[key] = {"policy": policy, "delay": delay, **r, "train": info}
             print(f"  {key:14s} accuracy {r['accuracy']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] neutral "
