@@ -15,8 +15,9 @@ bench/results/look_and_press/c<cue_start>_<policy>.json at once, so a stopped ru
 block. Per episode: success (the cued button held 0.3 s, the other never touched), the stage reached,
 chunk latency, the policy's KV-cache bytes at the episode's end (its /diagnostics), limit violations.
 
-Cells of a delay other than the default (the shipped checkpoint's 5 dark chunks) are named
-c<cue_start>_d<delay>_<policy>.json and get their own rows. Diagnostics, open loop on the demos'
+Cells of a delay other than 5 dark chunks (the first timing's, UNTAGGED_DELAY) are named
+c<cue_start>_d<delay>_<policy>.json and get their own rows (the simulator's default is 22 now).
+Each block records the sha256 of the weights that played it. Diagnostics, open loop on the demos'
 latents: `probe` (is the cue in each latent frame: the VAE's own memory), `decide` (does the press
 chunk follow the cue) and `gists` (is the cue in the cue frames' cached gists, per layer, and how
 strongly).
@@ -30,6 +31,7 @@ policy and cue timing.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -47,7 +49,7 @@ RESULTS = ROOT / "bench" / "results"
 CELLS = RESULTS / "look_and_press"
 POLICY_ORDER = ("hybrid", "full", "window", "no_gist", "no_anchor")
 GIST_POLICIES = ("hybrid", "no_anchor")  # the passkey/Look-and-Press policies that keep gists
-DEFAULT_DELAY = LOOK_AND_PRESS_TIMING["delay_chunks"]  # the shipped checkpoint's: its cells carry no _d tag
+UNTAGGED_DELAY = 5  # the first shipped timing's delay: its cells (c2_hybrid_sh3.json, ...) carry no _d tag
 SEED0 = 200_000  # training demos use seeds 1000..; the cue is a function of the seed
 TIMING_NAMES = {0: "cue during the anchors (frames 0-1)", 2: "cue after the anchors (frames 2-3)"}
 
@@ -57,12 +59,19 @@ def _rel(path: str | Path) -> str:
     return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
 
 
+def weights_digest(model: str | Path) -> str:
+    """sha256 (first 16 hex) of the checkpoint's network weights: each block records which weights
+    played it, so a cell resumed with a model rebuilt by the same command (or a copy shipped under
+    checkpoints/) shows whether it is the same model."""
+    return hashlib.sha256((Path(model) / "model" / "model.safetensors").read_bytes()).hexdigest()[:16]
+
+
 def timing_tag(cue_start: int, delay_chunks: int) -> str:
-    """c<cue start>, plus _d<delay> when the delay is not the default (the shipped checkpoint's)."""
-    return f"c{cue_start}" + ("" if delay_chunks == DEFAULT_DELAY else f"_d{delay_chunks}")
+    """c<cue start>, plus _d<delay> for every delay but UNTAGGED_DELAY (the first cells' names stay valid)."""
+    return f"c{cue_start}" + ("" if delay_chunks == UNTAGGED_DELAY else f"_d{delay_chunks}")
 
 
-def cell_path(cue_start: int, policy: str, variant: str = "", delay_chunks: int = DEFAULT_DELAY) -> Path:
+def cell_path(cue_start: int, policy: str, variant: str = "", delay_chunks: int = UNTAGGED_DELAY) -> Path:
     """One cell per (cue timing, delay, policy[, training variant]), e.g. c2_hybrid_sh3.json,
     c2_d22_window.json."""
     return CELLS / f"{timing_tag(cue_start, delay_chunks)}_{policy}{'_' + variant if variant else ''}.json"
@@ -93,8 +102,9 @@ def evaluate(args: argparse.Namespace) -> dict:
             "--delay-chunks", str(args.delay_chunks), "--torch-threads", str(args.torch_threads),
             "--log-dir", str(ROOT / "runs" / "look_and_press_logs")])
         summary = demo.run(ns)
-        cell["blocks"].append({k: summary[k] for k in ("per_episode", "chunk_latency", "violations",
-                                                        "cache_bytes_end_max", "commands")})
+        cell["blocks"].append({**{k: summary[k] for k in ("per_episode", "chunk_latency", "violations",
+                                                           "cache_bytes_end_max", "commands")},
+                               "weights_sha256": weights_digest(args.model)})
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(cell, indent=1) + "\n")
         print(f"[look_and_press] {_rel(path)}: {done + n}/{args.episodes} episodes", flush=True)
@@ -110,7 +120,7 @@ def summarize_cell(cell: dict) -> dict:
     for e in eps:
         stages[e["stage"]] = stages.get(e["stage"], 0) + 1
     return {"policy": cell["policy"], "variant": cell.get("variant", ""), "cue_start": cell["cue_start"],
-            "delay_chunks": cell.get("delay_chunks", DEFAULT_DELAY),
+            "delay_chunks": cell.get("delay_chunks", UNTAGGED_DELAY),
             "model": cell["model"], "episodes": n,
             "successes": k, "success_rate": k / max(n, 1), "ci95": list(wilson(k, n)),
             "latency_p50_ms": float(np.median(lat)) if lat else None,
@@ -441,7 +451,7 @@ def _timing_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The cue timing every subcommand but `table` takes (the simulator's, LOOK_AND_PRESS_TIMING)."""
     parser.add_argument("--cue-start", type=int, required=True)
     parser.add_argument("--cue-frames", type=int, default=LOOK_AND_PRESS_TIMING["cue_frames"])
-    parser.add_argument("--delay-chunks", type=int, default=DEFAULT_DELAY)
+    parser.add_argument("--delay-chunks", type=int, default=LOOK_AND_PRESS_TIMING["delay_chunks"])
     return parser
 
 

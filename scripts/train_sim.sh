@@ -35,7 +35,7 @@ case "$TASK" in
     read -r CS CF DC < <(.venv/bin/python -c "from memorywam_ros.sim.stages import LOOK_AND_PRESS_TIMING as t; \
 print(t['cue_start'], t['cue_frames'], t['delay_chunks'])")
     CUE_START="${CUE_START:-$CS}"; CUE_FRAMES="${CUE_FRAMES:-$CF}"; DELAY_CHUNKS="${DELAY_CHUNKS:-$DC}"
-    WORK="${WORK:-runs/sim_look_and_press_c${CUE_START}}"; STEPS="${STEPS:-2000}"  # the shipped checkpoint's budget
+    WORK="${WORK:-runs/sim_look_and_press_c${CUE_START}}"; STEPS="${STEPS:-3000}"  # the shipped checkpoint's budget
     TASK_ARGS=(--cue-start "$CUE_START" --cue-frames "$CUE_FRAMES" --delay-chunks "$DELAY_CHUNKS") ;;
   *) echo "TASK must be transfer_cube, insertion or look_and_press, not $TASK" >&2; exit 2 ;;
 esac
@@ -44,7 +44,7 @@ RUN="${RUN:-run_$MEMORY_POLICY}"  # the training run's folder under $WORK (resum
 read -r -a TRAIN_ARGS <<< "${TRAIN_ARGS:-}"  # extra memorywam-train overrides, e.g. TRAIN_ARGS="cond_noise_prob=0"
 OUT="${OUT:-checkpoints/sim_$TASK}"
 EPISODES="${EPISODES:-50}"
-STEPS="${STEPS:-1500}"  # (each task sets its own above: TransferCube and Insertion 3000, Look-and-Press 2000)
+STEPS="${STEPS:-1500}"  # (each task sets its own above: TransferCube and Insertion 3000, Look-and-Press 3000)
 if [[ "${1:-}" == "--observation-lead" ]]; then LEAD="${2:?--observation-lead needs a value}"; fi
 LEAD="${LEAD:-12}"  # observation lead: fits the ~1.2 s closed-loop chunk latency on 2 CPU cores (README "Timing")
 PREFIX="${PREFIX:-$LEAD}"  # committed prefix: = LEAD (the model is given the commands still running), or 0

@@ -73,7 +73,8 @@ def test_a_longer_delay_gets_its_own_cell_and_row(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(lp_bench, "CELLS", tmp_path / "cells")
     monkeypatch.setattr(lp_bench, "RESULTS", tmp_path)
     monkeypatch.setattr(lp_bench, "passkey_cells", lambda: [])
-    assert lp_bench.DEFAULT_DELAY == 5
+    # the first cells (5 dark chunks) keep their untagged names whatever the simulator's default becomes
+    assert lp_bench.UNTAGGED_DELAY == 5 and lp_bench.cell_path(2, "window").name == "c2_window.json"
     assert lp_bench.cell_path(2, "window", delay_chunks=5) == lp_bench.cell_path(2, "window")
     assert lp_bench.cell_path(2, "window", delay_chunks=22).name == "c2_d22_window.json"
     block = {"chunk_latency": {"n": 0}, "violations": [], "cache_bytes_end_max": 1, "commands": 1}
@@ -86,6 +87,26 @@ def test_a_longer_delay_gets_its_own_cell_and_row(tmp_path: Path, monkeypatch: p
     assert [(r["delay_chunks"], r["successes"]) for r in rows] == [(5, 2), (22, 1)]
     md = (tmp_path / "look_and_press.md").read_text()
     assert "| 5 | window | 100% (2/2) |" in md and "| 22 | window | 50% (1/2) |" in md
+
+
+def test_each_block_names_the_weights_that_played_it(tmp_path: Path, tiny_checkpoint) -> None:
+    """weights_digest: a copied checkpoint (the shipped one is a copy of a runs/ export) has the same
+    digest; one changed weight changes it, so a cell resumed with a different model shows it."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_checkpoint, copy)
+    assert lp_bench.weights_digest(copy) == lp_bench.weights_digest(tiny_checkpoint)
+    weights = copy / "model" / "model.safetensors"
+    tensors = load_file(str(weights))
+    save_file(tensors, str(weights))  # rewritten unchanged: the digest below differs by the weight alone
+    before = lp_bench.weights_digest(copy)
+    name = next(iter(tensors))
+    tensors[name].view(-1)[0] += 1.0
+    save_file(tensors, str(weights))
+    assert lp_bench.weights_digest(copy) != before
 
 
 def test_probe_is_chance_where_the_classes_are_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -26,8 +26,10 @@ REWARD_STAGES: dict[str, tuple[str, ...]] = {
 }
 """What each highest reward reached in an episode means: the failure breakdown of closed-loop runs."""
 
-LOOK_AND_PRESS_TIMING: dict[str, int] = {"cue_start": 2, "cue_frames": 2, "delay_chunks": 5}
+LOOK_AND_PRESS_TIMING: dict[str, int] = {"cue_start": 2, "cue_frames": 2, "delay_chunks": 22}
 """Look-and-Press's default cue timing in latent frames / chunks of 1.6 s: the panel lights in frames
-2-3 (after the 2 anchor frames: only gists can carry it), the demonstrations wait 5 chunks in the
-dark, then press (chunk 9, ~14 s in). The shipped checkpoint (checkpoints/sim_look_and_press) is
-trained with it."""
+2-3 (after the 2 anchor frames: only gists can carry it), the demonstrations wait 22 chunks in the
+dark, then press (chunk 26, ~42 s in). 22, not the first timing's 5: at 5 dark chunks `window` and
+`no_gist` pressed the cued button 50/50 too, because the streaming VAE's causal memory (~21 frames)
+still carried the cue into the latents the window holds (README "Look-and-Press"). The shipped
+checkpoint (checkpoints/sim_look_and_press) is trained with it."""
