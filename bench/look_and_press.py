@@ -59,11 +59,11 @@ def _rel(path: str | Path) -> str:
     return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
 
 
-def weights_digest(model: str | Path) -> str:
-    """sha256 (first 16 hex) of the checkpoint's network weights: each block records which weights
-    played it, so a cell resumed with a model rebuilt by the same command (or a copy shipped under
-    checkpoints/) shows whether it is the same model."""
-    return hashlib.sha256((Path(model) / "model" / "model.safetensors").read_bytes()).hexdigest()[:16]
+def weights_digest(model_part: Path) -> str:
+    """sha256 (first 16 hex) of the network weights in a checkpoint's model part (the manifest's
+    parts["model"]): each block records which weights played it, so a cell resumed with a model
+    rebuilt by the same command (or a copy shipped under checkpoints/) shows whether it is the same model."""
+    return hashlib.sha256((model_part / "model.safetensors").read_bytes()).hexdigest()[:16]
 
 
 def timing_tag(cue_start: int, delay_chunks: int) -> str:
@@ -88,6 +88,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     if cell is not None and cell["model"] != _rel(args.model):
         raise SystemExit(f"{_rel(path)} holds episodes of {cell['model']}, not {_rel(args.model)}: move it away first")
     manifest = json.loads((Path(args.model) / "memorywam.json").read_text())
+    digest = weights_digest(Path(args.model) / manifest["parts"]["model"])  # the weights do not change between blocks
     if cell is None:
         cell = {"task": "look_and_press", "policy": args.policy, "variant": args.variant, "cue_start": args.cue_start,
                 "cue_frames": args.cue_frames, "delay_chunks": args.delay_chunks, "model": _rel(args.model),
@@ -104,7 +105,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         summary = demo.run(ns)
         cell["blocks"].append({**{k: summary[k] for k in ("per_episode", "chunk_latency", "violations",
                                                            "cache_bytes_end_max", "commands")},
-                               "weights_sha256": weights_digest(args.model)})
+                               "weights_sha256": digest})
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(cell, indent=1) + "\n")
         print(f"[look_and_press] {_rel(path)}: {done + n}/{args.episodes} episodes", flush=True)

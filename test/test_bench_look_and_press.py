@@ -98,15 +98,15 @@ def test_each_block_names_the_weights_that_played_it(tmp_path: Path, tiny_checkp
 
     copy = tmp_path / "copy"
     shutil.copytree(tiny_checkpoint, copy)
-    assert lp_bench.weights_digest(copy) == lp_bench.weights_digest(tiny_checkpoint)
+    assert lp_bench.weights_digest(copy / "model") == lp_bench.weights_digest(tiny_checkpoint / "model")
     weights = copy / "model" / "model.safetensors"
     tensors = load_file(str(weights))
     save_file(tensors, str(weights))  # rewritten unchanged: the digest below differs by the weight alone
-    before = lp_bench.weights_digest(copy)
+    before = lp_bench.weights_digest(copy / "model")
     name = next(iter(tensors))
     tensors[name].view(-1)[0] += 1.0
     save_file(tensors, str(weights))
-    assert lp_bench.weights_digest(copy) != before
+    assert lp_bench.weights_digest(copy / "model") != before
 
 
 def test_probe_is_chance_where_the_classes_are_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
