@@ -117,6 +117,11 @@ def gist_knobs(knobs: dict) -> tuple[int, str]:
     return knobs.get("gists", MEMORY["num_gists"]), knobs.get("gist_init", "learned")
 
 
+def supervised_text(knobs: dict) -> str:
+    n = knobs.get("supervised_chunks", 0)
+    return f"the last {n} chunks only (the query's and {n - 1} before it)" if n else "every chunk"
+
+
 def window_reach(config: MemoryWAMConfig) -> int:
     """Frames back from the decision that the recent window still reaches through deeper keys (README)."""
     return config.video.num_layers * (config.memory.n_recent - 1) + 1
@@ -170,22 +175,32 @@ def make_episode(seed: int, delay: int, n_init: int = MEMORY["n_init"], cue: str
     return Episode(latents, actions, cue_frame, label)
 
 
-def training_sample(ep: Episode, text: torch.Tensor, index: int) -> dict:
-    """The LatentDataset layout ("episode" mode: the whole episode, absolute frame ids from 0)."""
+def training_sample(ep: Episode, text: torch.Tensor, index: int, supervised: int = 0) -> dict:
+    """The LatentDataset layout ("episode" mode: the whole episode, absolute frame ids from 0).
+
+    `supervised` > 0: only the last `supervised` chunks (the query's and the neutral ones just before
+    it) are in the action loss (`action_mask`), so the query chunk's share of the loss is
+    1/`supervised` instead of 1/T (1/~131 at D = 128). The loss-weighting lever of the issue: every
+    frame still goes through the network, only what the loss averages over changes."""
     n = ep.num_frames
     ids = torch.arange(n)
+    mask = torch.ones(n, CHUNK, dtype=torch.bool)
+    if supervised > 0:
+        mask[: max(0, n - supervised)] = False
     return {"latents": ep.latents, "frame_ids": ids, "actions": ep.actions,
-            "action_mask": torch.ones(n, CHUNK, dtype=torch.bool), "proprio": torch.zeros(n, ACTION_DIM),
+            "action_mask": mask, "proprio": torch.zeros(n, ACTION_DIM),
             "video_mask": ids[1:] == ids[:-1] + 1, "text": text, "episode": index}
 
 
 class PasskeyEpisodes(Sequence):
     """Training episodes generated on demand from seeds [seed0, seed0 + count): no latent is stored."""
 
-    def __init__(self, delay: int, text: torch.Tensor, count: int, seed0: int = 0, cue: str = "spatial"):
+    def __init__(self, delay: int, text: torch.Tensor, count: int, seed0: int = 0, cue: str = "spatial",
+                 supervised: int = 0):
         if seed0 + count > EVAL_SEED0:
             raise ValueError(f"training seeds [{seed0}, {seed0 + count}) overlap the evaluation seeds >= {EVAL_SEED0}")
         self.delay, self.text, self.count, self.seed0, self.cue = delay, text, count, seed0, cue
+        self.supervised = supervised
 
     def __len__(self) -> int:
         return self.count
@@ -193,7 +208,7 @@ class PasskeyEpisodes(Sequence):
     def __getitem__(self, i: int) -> dict:
         if not 0 <= i < self.count:
             raise IndexError(i)
-        return training_sample(make_episode(self.seed0 + i, self.delay, cue=self.cue), self.text, i)
+        return training_sample(make_episode(self.seed0 + i, self.delay, cue=self.cue), self.text, i, self.supervised)
 
 
 def decode_class(chunk: torch.Tensor) -> int:
@@ -209,10 +224,12 @@ def instruction_text() -> torch.Tensor:
 def train_cell(policy: str, delay: int, steps: int, batch: int, seed: int = 0,
                layers: int = NUM_LAYERS, cue: str = "spatial",
                checkpoint: Path | None = None, num_gists: int = MEMORY["num_gists"],
-               gist_init: str = "learned") -> tuple[MemoryWAM, dict]:
-    """One cell's model. `checkpoint`: where the unfinished run is kept (a D = 128 cell is > 1 h of CPU)."""
+               gist_init: str = "learned", supervised: int = 0) -> tuple[MemoryWAM, dict]:
+    """One cell's model. `checkpoint`: where the unfinished run is kept (a D = 128 cell is > 1 h of CPU).
+    `supervised`: chunks in the action loss, counted back from the query (0: all; `training_sample`)."""
     config = probe_config(policy, layers, num_gists, gist_init)
-    data = PasskeyEpisodes(delay, instruction_text(), count=max(1, steps * batch), seed0=seed * 100_000, cue=cue)
+    data = PasskeyEpisodes(delay, instruction_text(), count=max(1, steps * batch), seed0=seed * 100_000, cue=cue,
+                           supervised=supervised)
     return train_model(config, data, steps, batch, seed, cond_noise=COND_NOISE, checkpoint=checkpoint,
                        loss_video_weight=0.0)
 
@@ -388,7 +405,7 @@ def write_report(result: dict, stem: Path) -> None:
              f"Chance is 1/K = {1 / NUM_CLASSES:.0%}. The window reaches {result['window_reach']} frames back "
              f"(num_layers·(N_recent − 1) + 1); every D is beyond it. {result['tokens_per_frame']} video tokens + "
              f"{gists} gist(s) per frame, initialised {gist_init} (the robot: 120 + 8, learned). "
-             "Latency = prefill of the query frame + "
+             f"Action loss on {supervised_text(result['knobs'])}. Latency = prefill of the query frame + "
              "10 Euler steps of its chunk, float32, CPU, batch 1.", "", "Targets:", ""]
     lines += [f"- {name}: {'met' if ok else ('not measured' if ok is None else 'MISSED')}"
               for name, ok in result["targets"].items()]
@@ -452,7 +469,7 @@ def run(knobs: dict, policies: Sequence[str], stem: Path, command: str, preset: 
             ckpt = cell_checkpoint(stem, key)
             model, info = train_cell(policy, delay, knobs["steps"], knobs["batch"], knobs.get("seed", 0),
                                      knobs.get("layers", NUM_LAYERS), knobs.get("cue", "spatial"), ckpt,
-                                     *gist_knobs(knobs))
+                                     *gist_knobs(knobs), supervised=knobs.get("supervised_chunks", 0))
             r = evaluate(model, delay, knobs["episodes"], cue=knobs.get("cue", "spatial"))
             cells[key] = {"policy": policy, "delay": delay, **r, "train": info}
             print(f"  {key:14s} accuracy {r['accuracy']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] neutral "
@@ -476,13 +493,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cue", choices=CUES, help="cue pattern (default spatial; see patterns())")
     p.add_argument("--gists", type=int, help=f"gists per frame (default {MEMORY['num_gists']})")
     p.add_argument("--gist-init", choices=GIST_INITS, help="MemoryWAMConfig.gist_init (default learned)")
+    p.add_argument("--supervised-chunks", type=int, dest="supervised_chunks",
+                   help="only the last N chunks (the query's and N - 1 neutral ones) in the action loss (default: all)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared box)")
     p.add_argument("--out", default=None, help="output stem (default bench/results/passkey_<preset>)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     preset = "quick" if args.quick else "full"
     knobs = dict(PRESETS[preset], seed=0, action_dim=ACTION_DIM, cond_noise=COND_NOISE, layers=NUM_LAYERS)
-    for key in ("delays", "steps", "episodes", "layers", "cue", "gists", "gist_init"):  # unset: not in knobs
+    for key in ("delays", "steps", "episodes", "layers", "cue", "gists", "gist_init", "supervised_chunks"):
         if getattr(args, key) is not None:
             knobs[key] = getattr(args, key)
     stem = Path(args.out) if args.out else RESULTS / f"passkey_{preset}"

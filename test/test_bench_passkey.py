@@ -244,3 +244,32 @@ def test_relative_class_difference_measures_the_class_signal_against_the_rest():
     assert relative_class_difference(x3, y3) == pytest.approx((4 * d / 3) / np.sqrt((x3**2).mean()))
     # against a reference scale (the raw features when the class means come from centred ones)
     assert relative_class_difference(x3, y3, 2 * x3) == pytest.approx(relative_class_difference(x3, y3) / 2)
+
+
+def test_supervised_chunks_keep_only_the_last_chunks_in_the_action_loss(tmp_path, monkeypatch):
+    """--supervised-chunks N: the query chunk and the N - 1 before it are in the loss, nothing earlier,
+    so the query's share of the loss is 1/N; the knob reaches the cell's training data and its report."""
+    text = pk.instruction_text()
+    ep = pk.make_episode(3, 32)
+    full = pk.training_sample(ep, text, 0)
+    assert bool(full["action_mask"].all())
+    sample = pk.training_sample(ep, text, 0, supervised=8)
+    rows = sample["action_mask"].all(-1)
+    assert rows.sum() == 8 and bool(sample["action_mask"].any(-1).eq(rows).all())
+    assert bool(rows[-8:].all()) and not bool(rows[: ep.num_frames - 8].any())  # the last 8: the query is in
+    assert torch.equal(pk.PasskeyEpisodes(32, text, count=4, supervised=8)[3]["action_mask"], sample["action_mask"])
+    batch = collate([sample, pk.training_sample(pk.make_episode(4, 8), text, 1, supervised=8)])
+    assert int((batch["action_mask"] & batch["frame_valid"][..., None]).all(-1).sum()) == 16  # padding adds none
+    torch.set_num_threads(1)
+    knobs = {"delays": [4], "steps": 2, "batch": 2, "episodes": 2, "seed": 0, "supervised_chunks": 3}
+    seen = []
+    original = pk.PasskeyEpisodes.__getitem__
+
+    def spy(self, i):
+        seen.append(self.supervised)
+        return original(self, i)
+
+    monkeypatch.setattr(pk.PasskeyEpisodes, "__getitem__", spy)
+    pk.run(knobs, ["hybrid"], tmp_path / "passkey_sup", "test", "test")
+    assert seen and set(seen) == {3}
+    assert "Action loss on the last 3 chunks only" in (tmp_path / "passkey_sup.md").read_text()
