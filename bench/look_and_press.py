@@ -132,7 +132,7 @@ def summarize_cell(cell: dict) -> dict:
 
 def passkey_cells() -> list[dict]:
     """The passkey probe's cells (bench/passkey.py's full-size runs), the longest-trained run of each
-    (cue, gist init, policy, delay); the quick smoke runs are left out."""
+    (cue, gist init, chunks in the loss, policy, delay); the quick smoke runs are left out."""
     best: dict[tuple, dict] = {}
     for f in sorted(RESULTS.glob("passkey_*.json")):
         d = json.loads(f.read_text())
@@ -141,12 +141,14 @@ def passkey_cells() -> list[dict]:
             continue
         steps = knobs.get("steps")
         cue = knobs.get("cue", "spatial")
+        loss = f"last {knobs['supervised_chunks']}" if knobs.get("supervised_chunks") else "all"
         for c in d["cells"].values():
             gists = passkey_gists(knobs) if c["policy"] in GIST_POLICIES else "–"
-            key = (cue, gists, c["policy"], c["delay"])
+            key = (cue, gists, loss, c["policy"], c["delay"])
             if key not in best or (steps or 0) > (best[key]["steps"] or 0):
-                best[key] = {**c, "steps": steps, "cue": cue, "gists": gists, "command": d["command"], "file": _rel(f)}
-    return sorted(best.values(), key=lambda c: (c["cue"] != "uniform", c["cue"], c["gists"],
+                best[key] = {**c, "steps": steps, "cue": cue, "gists": gists, "loss_chunks": loss,
+                             "command": d["command"], "file": _rel(f)}
+    return sorted(best.values(), key=lambda c: (c["cue"] != "uniform", c["cue"], c["gists"], c["loss_chunks"] != "all",
                                                 POLICY_ORDER.index(c["policy"]), c["delay"]))
 
 
@@ -179,10 +181,10 @@ def table(args: argparse.Namespace) -> dict:
                      f"{c['ci95'][1]:.0%} | {stages} | {lat} | {cache} | {c['violations']} |")
     lines += ["", "Commands (one per cell): " + "; ".join(f"`{c['command']}`" for c in cells), "",
               "## Passkey probe (synthetic latents through the real network and cache)", "",
-              "| cue | gists per frame | policy | D | accuracy | 95 % CI | training steps | cache KiB | "
-              "latency / chunk (ms) | file |", "|---|---|---|---|---|---|---|---|---|---|"]
+              "| cue | gists per frame | chunks in the action loss | policy | D | accuracy | 95 % CI | "
+              "training steps | cache KiB | latency / chunk (ms) | file |", "|---" * 11 + "|"]
     for c in passkey:
-        lines.append(f"| {c['cue']} | {c['gists']} | {c['policy']} | {c['delay']} | "
+        lines.append(f"| {c['cue']} | {c['gists']} | {c['loss_chunks']} | {c['policy']} | {c['delay']} | "
                      f"{c['accuracy']:.0%} ({c['correct']}/{c['episodes']}) | "
                      f"{c['ci95'][0]:.0%}–{c['ci95'][1]:.0%} | {c['steps']} | {c['cache_bytes'] / 1024:.1f} | "
                      f"{c['latency_ms_median']:.0f} | {c['file']} |")
@@ -203,13 +205,15 @@ def plot(cells: list[dict], passkey: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    for policy, cue, gists in dict.fromkeys((c["policy"], c["cue"], c["gists"]) for c in passkey):
+    for policy, cue, gists, loss in dict.fromkeys((c["policy"], c["cue"], c["gists"], c["loss_chunks"])
+                                                  for c in passkey):
         pts = sorted((c["delay"], c["accuracy"], c["ci95"]) for c in passkey
-                     if (c["policy"], c["cue"], c["gists"]) == (policy, cue, gists))
+                     if (c["policy"], c["cue"], c["gists"], c["loss_chunks"]) == (policy, cue, gists, loss))
         d, acc, ci = zip(*pts, strict=True)
         err = np.clip([[x - lo for x, (lo, _) in zip(acc, ci, strict=True)],
                        [hi - x for x, (_, hi) in zip(acc, ci, strict=True)]], 0, None)  # 1 - 1e-17 at 100 %
-        label = f"{policy}, {cue}" + (f", {gists} gists" if gists != "–" else "")
+        label = (f"{policy}, {cue}" + (f", {gists} gists" if gists != "–" else "")
+                 + (f", loss on {loss} chunks" if loss != "all" else ""))
         # colour: policy; line: cue; marker: how the gists start
         a.errorbar(d, acc, yerr=err, capsize=3, label=label, color=f"C{POLICY_ORDER.index(policy)}",
                    ls={"uniform": "-", "patch": "--"}.get(cue, ":"), marker="s" if "pooled" in gists else "o")
