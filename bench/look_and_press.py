@@ -33,12 +33,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("MUJOCO_GL", "egl")  # headless: the simulator's module is imported for the cue of a seed
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from memory_training import relative_class_difference, wilson  # noqa: E402
@@ -113,8 +115,18 @@ def evaluate(args: argparse.Namespace) -> dict:
 
 
 def summarize_cell(cell: dict) -> dict:
+    """One table row. `per_cue`: successes / episodes per cue colour (the cue is the episode seed's,
+    `cue_of_seed`): a policy that presses one button whatever the panel showed scores all of one cue
+    and none of the other, one that reads the cue scores both."""
+    from memorywam_ros.sim.look_and_press import CUES, cue_of_seed  # MuJoCo: only when a table is made
+
     eps = [e for b in cell["blocks"] for e in b["per_episode"]]
     k, n = sum(e["success"] for e in eps), len(eps)
+    per_cue = {c: [0, 0] for c in CUES}
+    for e in eps:
+        tally = per_cue[CUES[cue_of_seed(e["seed"])]]
+        tally[0] += bool(e["success"])
+        tally[1] += 1
     lat = [b["chunk_latency"].get("p50_ms") for b in cell["blocks"] if b["chunk_latency"].get("n")]
     cache = [e["cache_bytes_end"] for e in eps if e.get("cache_bytes_end") is not None]
     stages: dict[str, int] = {}
@@ -127,7 +139,7 @@ def summarize_cell(cell: dict) -> dict:
             "latency_p50_ms": float(np.median(lat)) if lat else None,
             "cache_bytes_end_median": float(np.median(cache)) if cache else None,
             "violations": sum(len(b["violations"]) for b in cell["blocks"]), "stages": stages,
-            "command": cell["command"]}
+            "per_cue": per_cue, "command": cell["command"]}
 
 
 def passkey_cells() -> list[dict]:
@@ -169,16 +181,17 @@ def table(args: argparse.Namespace) -> dict:
     passkey = passkey_cells()
     lines = ["# Memory you can see: Look-and-Press closed loop and the passkey probe", "",
              "## Look-and-Press on the simulated dual arm (memorywam-demo over ROS 2, 2 CPU cores)", "",
-             "| cue timing | dark chunks before the press | policy | success | 95 % CI (Wilson) | stages reached | "
-             "chunk latency p50 | cache at episode end | limit violations |", "|---|---|---|---|---|---|---|---|---|"]
+             "| cue timing | dark chunks before the press | policy | success | 95 % CI (Wilson) | success per cue | "
+             "stages reached | chunk latency p50 | cache at episode end | limit violations |", "|---" * 10 + "|"]
     for c in cells:
         stages = ", ".join(f"{k}: {v}" for k, v in sorted(c["stages"].items(), key=lambda kv: -kv[1]))
         cache = f"{c['cache_bytes_end_median'] / 1024:.0f} KiB" if c["cache_bytes_end_median"] else "-"
         lat = f"{c['latency_p50_ms']:.0f} ms" if c["latency_p50_ms"] else "-"
         name = _cell_name(c)
+        per_cue = ", ".join(f"{cue} {k}/{n}" for cue, (k, n) in c["per_cue"].items())
         lines.append(f"| {TIMING_NAMES.get(c['cue_start'], c['cue_start'])} | {c['delay_chunks']} | {name} | "
                      f"{c['success_rate']:.0%} ({c['successes']}/{c['episodes']}) | {c['ci95'][0]:.0%}–"
-                     f"{c['ci95'][1]:.0%} | {stages} | {lat} | {cache} | {c['violations']} |")
+                     f"{c['ci95'][1]:.0%} | {per_cue} | {stages} | {lat} | {cache} | {c['violations']} |")
     lines += ["", "Commands (one per cell): " + "; ".join(f"`{c['command']}`" for c in cells), "",
               "## Passkey probe (synthetic latents through the real network and cache)", "",
               "| cue | gists per frame | chunks in the action loss | policy | D | accuracy | 95 % CI | "

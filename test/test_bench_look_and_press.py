@@ -29,7 +29,7 @@ def test_cell_blocks_are_summed_into_one_rate(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setattr(lp_bench, "CELLS", tmp_path / "cells")
     monkeypatch.setattr(lp_bench, "RESULTS", tmp_path)
     cell = {"policy": "window", "cue_start": 2, "model": "m", "command": "c", "blocks": [
-        {"per_episode": [_episode(1, True, 100), _episode(2, False, 100)], "chunk_latency": {"n": 5, "p50_ms": 900.0},
+        {"per_episode": [_episode(1, True, 100), _episode(4, False, 100)], "chunk_latency": {"n": 5, "p50_ms": 900.0},
          "violations": [], "cache_bytes_end_max": 100, "commands": 10},
         {"per_episode": [_episode(3, True, 300)], "chunk_latency": {"n": 5, "p50_ms": 1100.0},
          "violations": ["x"], "cache_bytes_end_max": 300, "commands": 10}]}
@@ -43,8 +43,17 @@ def test_cell_blocks_are_summed_into_one_rate(tmp_path: Path, monkeypatch: pytes
     assert 0.2 < lo < 2 / 3 < hi < 1.0  # Wilson around 2/3 with n = 3
     assert row["stages"] == {"success": 2, "touched the wrong button only": 1}
     assert row["cache_bytes_end_median"] == 100 and row["violations"] == 1 and row["latency_p50_ms"] == 1000.0
+    from memorywam_ros.sim.look_and_press import CUES, cue_of_seed
+
+    expected = {c: [0, 0] for c in CUES}  # successes / episodes per the seed's cue: seeds 1, 3 won, 4 lost
+    for seed, won in ((1, True), (4, False), (3, True)):
+        expected[CUES[cue_of_seed(seed)]][0] += won
+        expected[CUES[cue_of_seed(seed)]][1] += 1
+    assert len({cue_of_seed(s) for s in (1, 4, 3)}) == 2  # both cues among the seeds
+    assert row["per_cue"] == expected
     md = (tmp_path / "look_and_press.md").read_text()
     assert "| cue after the anchors (frames 2-3) | 5 | window | 67% (2/3) |" in md
+    assert ", ".join(f"{c} {k}/{n}" for c, (k, n) in expected.items()) in md
     assert (tmp_path / "look_and_press.png").stat().st_size > 0
 
 
