@@ -153,7 +153,7 @@ def passkey_cells() -> list[dict]:
             continue
         steps = knobs.get("steps")
         cue = knobs.get("cue", "spatial")
-        loss = f"last {knobs['supervised_chunks']}" if knobs.get("supervised_chunks") else "all"
+        loss = passkey_loss_chunks(knobs)
         for c in d["cells"].values():
             gists = passkey_gists(knobs) if c["policy"] in GIST_POLICIES else "–"
             key = (cue, gists, loss, c["policy"], c["delay"])
@@ -169,6 +169,14 @@ def passkey_gists(knobs: dict) -> str:
     from passkey import gist_knobs  # torch and the model: only when the table is made
 
     return "{} {}".format(*gist_knobs(knobs))
+
+
+def passkey_loss_chunks(knobs: dict) -> str:
+    """Which chunks a passkey run's action loss covered, for the table: "all" or "last N"."""
+    from passkey import supervised_chunks
+
+    n = supervised_chunks(knobs)
+    return f"last {n}" if n else "all"
 
 
 def _cell_name(c: dict) -> str:

@@ -117,8 +117,15 @@ def gist_knobs(knobs: dict) -> tuple[int, str]:
     return knobs.get("gists", MEMORY["num_gists"]), knobs.get("gist_init", "learned")
 
 
+def supervised_chunks(knobs: dict) -> int:
+    """Chunks in a run's action loss, counted back from the query (`training_sample`); 0: every chunk
+    (the default, and every run made before the knob existed). Used by run(), the report and the
+    combined table (bench/look_and_press.py), so the default lives here only."""
+    return knobs.get("supervised_chunks", 0)
+
+
 def supervised_text(knobs: dict) -> str:
-    n = knobs.get("supervised_chunks", 0)
+    n = supervised_chunks(knobs)
     return f"the last {n} chunks only (the query's and {n - 1} before it)" if n else "every chunk"
 
 
@@ -469,7 +476,7 @@ def run(knobs: dict, policies: Sequence[str], stem: Path, command: str, preset: 
             ckpt = cell_checkpoint(stem, key)
             model, info = train_cell(policy, delay, knobs["steps"], knobs["batch"], knobs.get("seed", 0),
                                      knobs.get("layers", NUM_LAYERS), knobs.get("cue", "spatial"), ckpt,
-                                     *gist_knobs(knobs), supervised=knobs.get("supervised_chunks", 0))
+                                     *gist_knobs(knobs), supervised=supervised_chunks(knobs))
             r = evaluate(model, delay, knobs["episodes"], cue=knobs.get("cue", "spatial"))
             cells[key] = {"policy": policy, "delay": delay, **r, "train": info}
             print(f"  {key:14s} accuracy {r['accuracy']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] neutral "
