@@ -144,7 +144,7 @@ def summarize_cell(cell: dict) -> dict:
 
 def passkey_cells() -> list[dict]:
     """The passkey probe's cells (bench/passkey.py's full-size runs), the longest-trained run of each
-    (cue, gist init, chunks in the loss, policy, delay); the quick smoke runs are left out."""
+    (cue, gist init, chunks in the loss, training device, policy, delay); the quick smoke runs are left out."""
     best: dict[tuple, dict] = {}
     for f in sorted(RESULTS.glob("passkey_*.json")):
         d = json.loads(f.read_text())
@@ -154,14 +154,15 @@ def passkey_cells() -> list[dict]:
         steps = knobs.get("steps")
         cue = knobs.get("cue", "spatial")
         loss = passkey_loss_chunks(knobs)
+        device = knobs.get("device", "cpu")
         for c in d["cells"].values():
             gists = passkey_gists(knobs) if c["policy"] in GIST_POLICIES else "–"
-            key = (cue, gists, loss, c["policy"], c["delay"])
+            key = (cue, gists, loss, device, c["policy"], c["delay"])
             if key not in best or (steps or 0) > (best[key]["steps"] or 0):
-                best[key] = {**c, "steps": steps, "cue": cue, "gists": gists, "loss_chunks": loss,
+                best[key] = {**c, "steps": steps, "cue": cue, "gists": gists, "loss_chunks": loss, "device": device,
                              "command": d["command"], "file": _rel(f)}
     return sorted(best.values(), key=lambda c: (c["cue"] != "uniform", c["cue"], c["gists"], c["loss_chunks"] != "all",
-                                                POLICY_ORDER.index(c["policy"]), c["delay"]))
+                                                c["device"], POLICY_ORDER.index(c["policy"]), c["delay"]))
 
 
 def passkey_gists(knobs: dict) -> str:
@@ -202,10 +203,11 @@ def table(args: argparse.Namespace) -> dict:
                      f"{c['ci95'][1]:.0%} | {per_cue} | {stages} | {lat} | {cache} | {c['violations']} |")
     lines += ["", "Commands (one per cell): " + "; ".join(f"`{c['command']}`" for c in cells), "",
               "## Passkey probe (synthetic latents through the real network and cache)", "",
-              "| cue | gists per frame | chunks in the action loss | policy | D | accuracy | 95 % CI | "
-              "training steps | cache KiB | latency / chunk (ms) | file |", "|---" * 11 + "|"]
+              "| cue | gists per frame | chunks in the action loss | trained on | policy | D | accuracy | 95 % CI | "
+              "training steps | cache KiB | latency / chunk (ms) | file |", "|---" * 12 + "|"]
     for c in passkey:
-        lines.append(f"| {c['cue']} | {c['gists']} | {c['loss_chunks']} | {c['policy']} | {c['delay']} | "
+        lines.append(f"| {c['cue']} | {c['gists']} | {c['loss_chunks']} | {c['device']} | {c['policy']} | "
+                     f"{c['delay']} | "
                      f"{c['accuracy']:.0%} ({c['correct']}/{c['episodes']}) | "
                      f"{c['ci95'][0]:.0%}–{c['ci95'][1]:.0%} | {c['steps']} | {c['cache_bytes'] / 1024:.1f} | "
                      f"{c['latency_ms_median']:.0f} | {c['file']} |")

@@ -48,7 +48,7 @@ def relative_class_difference(x: np.ndarray, y: np.ndarray, reference: np.ndarra
 
 def train_model(config: MemoryWAMConfig, data: Sequence[dict], steps: int, batch: int, seed: int,
                 cond_noise: float = 1.0, checkpoint: Path | None = None, checkpoint_every: int = 200,
-                **train: object) -> tuple[MemoryWAM, dict]:
+                device: str = "cpu", **train: object) -> tuple[MemoryWAM, dict]:
     """Train MemoryWAM(config) from scratch on samples in the LatentDataset layout, one process.
 
     Each step is `memorywam_train.train.train_step` (lr_at schedule, flow_matching_loss, clip,
@@ -56,7 +56,9 @@ def train_model(config: MemoryWAMConfig, data: Sequence[dict], steps: int, batch
     torchrun set-up is left out (it buys nothing at these sizes). `data` may be any sequence
     (a lazily generated one too). Learning rate 1e-3 with 100 warm-up steps and cosine decay to
     1e-4: the paper's 2e-4 fine-tunes a pretrained 5B model, these models start from scratch.
-    `train` overrides further TrainConfig fields (e.g. loss_video_weight=0.0).
+    `train` overrides further TrainConfig fields (e.g. loss_video_weight=0.0). `device`: where the
+    steps run ("cuda": flex attention with the block mask, as memorywam-train on a GPU; float32 either
+    way); the noise is drawn on CPU from the same generator, and the model comes back on CPU.
 
     `checkpoint`: a file that holds the run every `checkpoint_every` steps (model, AdamW, the
     noise generator, the sample order, the losses so far) and resumes it when the same call is
@@ -66,7 +68,7 @@ def train_model(config: MemoryWAMConfig, data: Sequence[dict], steps: int, batch
     knobs = {"lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 100, "cond_noise_prob": cond_noise, **train}
     cfg = TrainConfig(steps=steps, seed=seed, **knobs)
     torch.manual_seed(seed)
-    model = MemoryWAM(config)
+    model = MemoryWAM(config).to(device)
     opt = build_optimizer(model, cfg)
     gen = torch.Generator().manual_seed(seed)
     order = np.random.default_rng(seed)
@@ -77,7 +79,7 @@ def train_model(config: MemoryWAMConfig, data: Sequence[dict], steps: int, batch
                 "steps": steps, "batch": batch, "seed": seed, "samples": len(data)}
     state = load_state_file(checkpoint, identity) if checkpoint is not None else None
     if state is not None:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(state["model"])  # (a checkpoint resumes on the device it was made on)
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
         order.bit_generator.state = state["order"]
@@ -89,7 +91,7 @@ def train_model(config: MemoryWAMConfig, data: Sequence[dict], steps: int, batch
             perm += order.permutation(len(data)).tolist()
         idx, perm = perm[:batch], perm[batch:]
         batch_data = collate([data[i] for i in idx])
-        _, video_loss, action_loss, _, _ = train_step(model, opt, batch_data, cfg, gen, "cpu", step)
+        _, video_loss, action_loss, _, _ = train_step(model, opt, batch_data, cfg, gen, torch.device(device), step)
         losses.append((float(video_loss), float(action_loss)))
         if checkpoint is not None and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
             save_state_file(checkpoint, identity, {
@@ -98,6 +100,7 @@ def train_model(config: MemoryWAMConfig, data: Sequence[dict], steps: int, batch
                 "train_s": spent + time.perf_counter() - t0})
     tail = np.array(losses[-max(1, steps // 10):])
     params = sum(p.numel() for p in model.parameters())
-    return model.eval(), {"params": params, "train_s": spent + time.perf_counter() - t0, "resumed_at": start,
-                          "final_video_loss": float(tail[:, 0].mean()), "final_action_loss": float(tail[:, 1].mean())}
+    return model.cpu().eval(), {"params": params, "device": device, "train_s": spent + time.perf_counter() - t0,
+                                "resumed_at": start, "final_video_loss": float(tail[:, 0].mean()),
+                                "final_action_loss": float(tail[:, 1].mean())}
 

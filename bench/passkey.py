@@ -231,14 +231,15 @@ def instruction_text() -> torch.Tensor:
 def train_cell(policy: str, delay: int, steps: int, batch: int, seed: int = 0,
                layers: int = NUM_LAYERS, cue: str = "spatial",
                checkpoint: Path | None = None, num_gists: int = MEMORY["num_gists"],
-               gist_init: str = "learned", supervised: int = 0) -> tuple[MemoryWAM, dict]:
+               gist_init: str = "learned", supervised: int = 0, device: str = "cpu") -> tuple[MemoryWAM, dict]:
     """One cell's model. `checkpoint`: where the unfinished run is kept (a D = 128 cell is > 1 h of CPU).
-    `supervised`: chunks in the action loss, counted back from the query (0: all; `training_sample`)."""
+    `supervised`: chunks in the action loss, counted back from the query (0: all; `training_sample`).
+    `device`: where it trains (`train_model`); it is evaluated on CPU either way."""
     config = probe_config(policy, layers, num_gists, gist_init)
     data = PasskeyEpisodes(delay, instruction_text(), count=max(1, steps * batch), seed0=seed * 100_000, cue=cue,
                            supervised=supervised)
     return train_model(config, data, steps, batch, seed, cond_noise=COND_NOISE, checkpoint=checkpoint,
-                       loss_video_weight=0.0)
+                       device=device, loss_video_weight=0.0)
 
 
 @torch.no_grad()
@@ -412,8 +413,9 @@ def write_report(result: dict, stem: Path) -> None:
              f"Chance is 1/K = {1 / NUM_CLASSES:.0%}. The window reaches {result['window_reach']} frames back "
              f"(num_layers·(N_recent − 1) + 1); every D is beyond it. {result['tokens_per_frame']} video tokens + "
              f"{gists} gist(s) per frame, initialised {gist_init} (the robot: 120 + 8, learned). "
-             f"Action loss on {supervised_text(result['knobs'])}. Latency = prefill of the query frame + "
-             "10 Euler steps of its chunk, float32, CPU, batch 1.", "", "Targets:", ""]
+             f"Action loss on {supervised_text(result['knobs'])}; trained on {result['knobs'].get('device', 'cpu')}. "
+             "Latency = prefill of the query frame + 10 Euler steps of its chunk, float32, CPU, batch 1.", "",
+             "Targets:", ""]
     lines += [f"- {name}: {'met' if ok else ('not measured' if ok is None else 'MISSED')}"
               for name, ok in result["targets"].items()]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
@@ -457,9 +459,23 @@ def load_previous(stem: Path, knobs: dict) -> dict:
     return old.get("cells", {})
 
 
-def run(knobs: dict, policies: Sequence[str], stem: Path, command: str, preset: str) -> dict:
-    """Train and evaluate every (policy, D) cell missing from stem.json, writing the report after each."""
-    cells = load_previous(stem, knobs)
+def merge_cells(parts: Sequence[Path], knobs: dict) -> dict:
+    """The cells of result JSONs made with these knobs (one process per cell: bench/run_passkey_grid.sh);
+    a part made with other knobs is refused like a resumed run, a cell held by two parts too."""
+    cells: dict = {}
+    for part in parts:
+        for key, cell in load_previous(part.with_suffix(""), knobs).items():
+            if key in cells:
+                raise SystemExit(f"{part}: cell {key} is in two of the parts")
+            cells[key] = cell
+    return cells
+
+
+def run(knobs: dict, policies: Sequence[str], stem: Path, command: str, preset: str,
+        merged: dict | None = None) -> dict:
+    """Train and evaluate every (policy, D) cell missing from stem.json (and from `merged`, cells made
+    elsewhere with the same knobs), writing the report after each."""
+    cells = {**load_previous(stem, knobs), **(merged or {})}
     config = probe_config(policies[0], knobs.get("layers", NUM_LAYERS))
     result = {"preset": preset, "command": command, "knobs": knobs, "memory": MEMORY, "num_classes": NUM_CLASSES,
               "tokens_per_frame": config.tokens_per_frame, "chunk_size": CHUNK, "window_reach": window_reach(config),
@@ -476,7 +492,8 @@ def run(knobs: dict, policies: Sequence[str], stem: Path, command: str, preset: 
             ckpt = cell_checkpoint(stem, key)
             model, info = train_cell(policy, delay, knobs["steps"], knobs["batch"], knobs.get("seed", 0),
                                      knobs.get("layers", NUM_LAYERS), knobs.get("cue", "spatial"), ckpt,
-                                     *gist_knobs(knobs), supervised=supervised_chunks(knobs))
+                                     *gist_knobs(knobs), supervised=supervised_chunks(knobs),
+                                     device=knobs.get("device", "cpu"))
             r = evaluate(model, delay, knobs["episodes"], cue=knobs.get("cue", "spatial"))
             cells[key] = {"policy": policy, "delay": delay, **r, "train": info}
             print(f"  {key:14s} accuracy {r['accuracy']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] neutral "
@@ -502,8 +519,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gist-init", choices=GIST_INITS, help="MemoryWAMConfig.gist_init (default learned)")
     p.add_argument("--supervised-chunks", type=int, dest="supervised_chunks",
                    help="only the last N chunks (the query's and N - 1 neutral ones) in the action loss (default: all)")
+    p.add_argument("--device", default="cpu", help="where each cell trains (cuda: a GPU; evaluation stays on CPU)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared box)")
     p.add_argument("--out", default=None, help="output stem (default bench/results/passkey_<preset>)")
+    p.add_argument("--merge", nargs="+", type=Path, default=[], metavar="JSON",
+                   help="first take the cells of these results (same knobs) into --out, e.g. one process per cell")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     preset = "quick" if args.quick else "full"
@@ -511,10 +531,12 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("delays", "steps", "episodes", "layers", "cue", "gists", "gist_init", "supervised_chunks"):
         if getattr(args, key) is not None:
             knobs[key] = getattr(args, key)
+    if args.device != "cpu":  # a knob only off the default, so the CPU runs made before it still resume
+        knobs["device"] = args.device
     stem = Path(args.out) if args.out else RESULTS / f"passkey_{preset}"
     t0 = time.perf_counter()
-    result = run(knobs, args.policies, stem, "python bench/passkey.py " + " ".join(sys.argv[1:] if argv is None
-                                                                                  else argv), preset)
+    command = "python bench/passkey.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    result = run(knobs, args.policies, stem, command, preset, merge_cells(args.merge, knobs))
     print("\n".join(table(result)))
     for name, ok in result["targets"].items():
         print(f"target {name}: {'met' if ok else ('not measured' if ok is None else 'MISSED')}")

@@ -153,7 +153,7 @@ def load_state_file(path: str | Path, identity: dict[str, Any]) -> dict[str, Any
     path = Path(path)
     if not path.is_file():
         return None
-    state = torch.load(path, weights_only=False)
+    state = torch.load(path, map_location="cpu", weights_only=False)  # (a GPU-made state resumes on CPU too)
     if state["identity"] != identity:
         raise SystemExit(f"{path} holds a run with other arguments: move it away to start this one")
     return state

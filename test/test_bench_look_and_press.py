@@ -170,11 +170,12 @@ def test_gist_probe_reads_the_cue_from_the_cue_frames_gists(tmp_path: Path, tiny
     assert min(tokens["relative_cue_difference_per_layer"]) > 0.01  # the +-2 offset on every latent
 
 
-def test_passkey_cells_keep_the_longest_run_per_cue_gists_loss_policy_and_delay(tmp_path: Path,
+def test_passkey_cells_keep_the_longest_run_per_cue_gists_loss_device_policy_and_delay(tmp_path: Path,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """A longer run replaces a shorter one of the same (cue, gists, policy, D) only: pooled gists never
     replace learned ones, a patch cue never a uniform one, a loss on the last chunks never one on all,
-    and quick smoke runs are left out."""
+    a GPU-trained cell never a CPU-trained one (its latency is another machine's), and quick smoke runs
+    are left out."""
     monkeypatch.setattr(lp_bench, "RESULTS", tmp_path)
 
     def run(name: str, preset: str, steps: int, acc: float, policies=("hybrid", "full"), **knobs) -> None:
@@ -187,14 +188,17 @@ def test_passkey_cells_keep_the_longest_run_per_cue_gists_loss_policy_and_delay(
     run("c", "full", 9000, 0.5, policies=("hybrid",), cue="uniform", gists=1, gist_init="pooled")
     run("d", "full", 9000, 0.6, cue="patch")
     run("e", "full", 9999, 0.9, policies=("hybrid",), cue="uniform", gists=1, gist_init="pooled", supervised_chunks=8)
+    run("f", "full", 99999, 0.7, policies=("hybrid",), cue="uniform", gists=1, gist_init="pooled",
+        supervised_chunks=8, device="cuda")
     run("quick", "quick", 99999, 0.0, cue="uniform")
-    got = {(c["cue"], c["gists"], c["loss_chunks"], c["policy"]): (c["accuracy"], Path(c["file"]).name)
+    got = {(c["cue"], c["gists"], c["loss_chunks"], c["device"], c["policy"]): (c["accuracy"], Path(c["file"]).name)
            for c in lp_bench.passkey_cells()}
     assert got == {
-        ("uniform", "1 learned", "all", "hybrid"): (1.0, "passkey_b.json"),
-        ("uniform", "–", "all", "full"): (0.25, "passkey_a.json"),
-        ("uniform", "1 pooled", "all", "hybrid"): (0.5, "passkey_c.json"),
-        ("uniform", "1 pooled", "last 8", "hybrid"): (0.9, "passkey_e.json"),
-        ("patch", "1 learned", "all", "hybrid"): (0.6, "passkey_d.json"),
-        ("patch", "–", "all", "full"): (0.6, "passkey_d.json"),
+        ("uniform", "1 learned", "all", "cpu", "hybrid"): (1.0, "passkey_b.json"),
+        ("uniform", "–", "all", "cpu", "full"): (0.25, "passkey_a.json"),
+        ("uniform", "1 pooled", "all", "cpu", "hybrid"): (0.5, "passkey_c.json"),
+        ("uniform", "1 pooled", "last 8", "cpu", "hybrid"): (0.9, "passkey_e.json"),
+        ("uniform", "1 pooled", "last 8", "cuda", "hybrid"): (0.7, "passkey_f.json"),
+        ("patch", "1 learned", "all", "cpu", "hybrid"): (0.6, "passkey_d.json"),
+        ("patch", "–", "all", "cpu", "full"): (0.6, "passkey_d.json"),
     }

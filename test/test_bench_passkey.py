@@ -273,3 +273,42 @@ def test_supervised_chunks_keep_only_the_last_chunks_in_the_action_loss(tmp_path
     pk.run(knobs, ["hybrid"], tmp_path / "passkey_sup", "test", "test")
     assert seen and set(seen) == {3}
     assert "Action loss on the last 3 chunks only" in (tmp_path / "passkey_sup.md").read_text()
+
+
+def test_cells_made_in_separate_processes_merge_into_one_run(tmp_path, monkeypatch):
+    """bench/run_passkey_grid.sh: one process per cell, then `--merge`; the merged run holds each part's
+    cell as it was measured and trains nothing; parts made with other knobs, or two parts holding the
+    same cell, are refused rather than mixed."""
+    torch.set_num_threads(1)
+    knobs = {"delays": [4], "steps": 2, "batch": 2, "episodes": 4, "seed": 0}
+    parts = tmp_path / "grid.parts"
+    made = {p: pk.run(knobs, [p], parts / f"{p}_4", "test", "test")["cells"] for p in ("hybrid", "window")}
+    monkeypatch.setattr(pk, "train_cell", lambda *a, **k: pytest.fail("a merged cell was trained again"))
+    merged = pk.merge_cells([parts / "hybrid_4.json", parts / "window_4.json"], knobs)
+    result = pk.run(knobs, ["hybrid", "window"], tmp_path / "grid", "test", "test", merged)
+    assert result["cells"] == {**made["hybrid"], **made["window"]}
+    saved = json.loads((tmp_path / "grid.json").read_text())
+    assert set(saved["cells"]) == {"hybrid@4", "window@4"}
+    assert all(f"| {p} | 4 |" in (tmp_path / "grid.md").read_text() for p in ("hybrid", "window"))
+    with pytest.raises(SystemExit, match="other knobs"):
+        pk.merge_cells([parts / "hybrid_4.json"], dict(knobs, steps=3))
+    with pytest.raises(SystemExit, match="two of the parts"):
+        pk.merge_cells([parts / "hybrid_4.json", parts / "hybrid_4.json"], knobs)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the passkey grid trains there)")
+def test_a_cell_trains_on_the_gpu_as_on_the_cpu():
+    """train_model(device="cuda"): flex attention with the block mask instead of the CPU's gathered dense
+    mask, the noise drawn on CPU from the same generator, so the first step's losses agree; the model
+    comes back on CPU for the evaluation through the cache."""
+    from memory_training import train_model
+
+    config = pk.probe_config("hybrid", gist_init="pooled")
+    data = pk.PasskeyEpisodes(8, pk.instruction_text(), count=2, cue="patch")
+    kw = {"steps": 1, "batch": 2, "seed": 0, "cond_noise": 0.0, "loss_video_weight": 0.0}
+    cpu_model, cpu = train_model(config, data, **kw)
+    gpu_model, gpu = train_model(config, data, device="cuda", **kw)
+    assert gpu["device"] == "cuda" and all(p.device.type == "cpu" for p in gpu_model.parameters())
+    assert gpu["final_action_loss"] == pytest.approx(cpu["final_action_loss"], rel=1e-3)
+    for (name, a), b in zip(cpu_model.state_dict().items(), gpu_model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4, msg=name)
