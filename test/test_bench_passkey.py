@@ -296,6 +296,7 @@ def test_cells_made_in_separate_processes_merge_into_one_run(tmp_path, monkeypat
         pk.merge_cells([parts / "hybrid_4.json", parts / "hybrid_4.json"], knobs)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the passkey grid trains there)")
 def test_a_cell_trains_on_the_gpu_as_on_the_cpu():
     """train_model(device="cuda"): flex attention with the block mask instead of the CPU's gathered dense
