@@ -220,9 +220,10 @@ def _num_rows(sim: LookAndPressSim) -> int:
 
 
 def test_cue_clock_starts_at_engage_when_asked() -> None:
-    """The simulator node's sim (`clock_on_engage`): the panel stays dark after a reset, however long,
-    until the first command (`engage`); then the cue frames count from that moment, as in the demos
-    (row 0 = the reset). Without it (scripted runs) the clock starts at the reset."""
+    """The simulator node's sim (`clock_on_engage`): after a reset, however long, the panel shows row 0
+    (dark for a cue after the anchors) until the first command (`engage`); then the cue frames count
+    from that moment, as in the demos (row 0 = the reset). Without it (scripted runs) the clock starts
+    at the reset."""
     with LookAndPressSim(cue_start=2, cue_frames=2, clock_on_engage=True) as s:
         s.reset(1, render=False)
         s.step(None, 4.0, render=False)  # rows 17..48 after a reset-started clock: lit there
@@ -242,6 +243,26 @@ def test_cue_clock_starts_at_engage_when_asked() -> None:
     with LookAndPressSim(cue_start=2, cue_frames=2) as s:
         s.reset(1, render=False)
         s.step(None, 1.7, render=False)
+        assert s.cue_lit()
+
+
+def test_a_cue_during_the_anchors_is_lit_for_the_policys_first_observation() -> None:
+    """Cue at frames 0-1 (during the anchors): the policy's first observation (row 0, latent frame 0) is
+    taken before its first command starts the clock, so the panel is lit from the reset on, as in the
+    demos' row 0; after the engage it stays lit through frame 1 (rows 1..16) and goes dark at frame 2."""
+    with LookAndPressSim(cue_start=0, cue_frames=2, clock_on_engage=True) as s:
+        s.reset(1, render=False)
+        assert s.cue_lit()  # the first observation, before any command
+        s.step(None, 1.2, render=False)  # the first chunk's inference: still row 0
+        assert s.cue_lit()
+        s.engage()
+        t0 = s.time_s
+        assert s.cue_lit(t0 - 0.5)  # a snapshot from before the engage: row 0, lit
+        s.step(None, 1.55, render=False)  # row 16: frame 1
+        assert s.cue_lit()
+        s.step(None, 0.1, render=False)  # row 17: frame 2
+        assert not s.cue_lit()
+        s.reset(2, render=False)  # the next episode: row 0 again until its own first command
         assert s.cue_lit()
 
 

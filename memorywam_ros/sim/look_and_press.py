@@ -201,10 +201,15 @@ class LookAndPressSim(AlohaSim):
 
     def cue_lit(self, time_s: float | None = None) -> bool:
         """Panel lit at sim time `time_s` (default now): a time in (row t-1, row t] after the episode's
-        row 0 belongs to row t; dark before the clock started (`engage`)."""
+        row 0 belongs to row t; before the clock started (`engage`) it is row 0. Why row 0: the policy
+        takes its first observation (row 0, latent frame 0 alone) *before* its first command, which
+        starts the clock; in the demonstrations row 0 is the reset, so the panel must show there what
+        row 0 shows (lit when the cue starts at frame 0, during the anchors; dark otherwise). Dark
+        before the clock made a frame-0 cue invisible to the policy (measured: hybrid 4/10 closed loop,
+        every blue cue answered orange, where it decided 50/50 open loop)."""
         t = self.time_s if time_s is None else time_s
         if self._t0 is None or t < self._t0 - _EPS:
-            return False
+            return self.cue_lit_row(0)
         return self.cue_lit_row(max(0, math.ceil((t - self._t0) / self.row_dt - _EPS)))
 
     def engage(self) -> None:
