@@ -178,10 +178,12 @@ def test_sim_node_module_does_not_import_torch() -> None:
 
 
 def test_look_and_press_cue_waits_for_the_first_command() -> None:
-    """`task:=look_and_press` over ROS: after a reset the panel stays dark until the first command
-    arrives (the demo resets, waits, then enables the policy), then lights in its cue frames, timed
-    from that command; a reset makes the next episode wait again. Cue at frames 0-1 (rows 0..16), so
-    a clock started at the reset would light the first images."""
+    """`task:=look_and_press` over ROS: the cue clock starts at the first command (the demo resets,
+    waits, then enables the policy). Cue at frames 0-1 (rows 0..16): before the first command the panel
+    shows row 0 (lit: the policy's first observation is taken there, as in the demos) however long
+    nobody commands, so a clock started at the reset (dark after 1.6 s) fails; after the command it
+    stays lit through row 16 and goes dark, timed from that command; a reset shows row 0 again and
+    waits for the next episode's own first command."""
     from memorywam_ros.ros.sim_node import SimNode
 
     ctx = Context()
@@ -206,26 +208,29 @@ def test_look_and_press_cue_waits_for_the_first_command() -> None:
     executor.add_node(probe)
     try:
         assert sim.sim.task_name == "look_and_press" and sim.sim.cue_start == 0
-        assert g.spin_until(lambda: len(heads) >= 20, timeout=20.0)  # >= 1 s of images, nobody commanding
-        assert max(v for _, v in heads) < 30, heads  # dark: the cue clock has not started
+        assert g.spin_until(lambda: len(heads) >= 50, timeout=30.0)  # >= 2.5 s of images, nobody commanding
+        assert min(v for _, v in heads[5:]) > 80, heads  # row 0 of a frame-0 cue: lit, and the clock waits
         home = JointState(name=list(sim.sim.joint_names), position=sim.sim.home.tolist())
         assert g.spin_until(lambda: pub.get_subscription_count() > 0)
         sent = time.monotonic()
         last = [0.0]
 
-        def lit() -> bool:
-            if time.monotonic() - last[0] > 0.3:  # re-send (best effort); only the first one starts the clock
-                pub.publish(home)
-                last[0] = time.monotonic()
-            return any(t > sent and v > 80 for t, v in heads)
+        def commanding(done) -> Callable[[], bool]:
+            def check() -> bool:
+                if time.monotonic() - last[0] > 0.3:  # re-send (best effort); only the first one starts the clock
+                    pub.publish(home)
+                    last[0] = time.monotonic()
+                return done()
+            return check
 
-        assert g.spin_until(lit, timeout=5.0), heads[-10:]
-        # cue frames 0-1 end at row 16 (1.6 s): dark again afterwards
-        assert g.spin_until(lambda: heads[-1][0] > sent + 2.5 and heads[-1][1] < 30, timeout=10.0), heads[-5:]
+        # cue frames 0-1 end at row 16 (1.6 s after the first command): dark afterwards, lit until then
+        assert g.spin_until(commanding(lambda: heads[-1][0] > sent + 2.5 and heads[-1][1] < 30), timeout=10.0), \
+            heads[-5:]
+        assert min(v for t, v in heads if sent + 0.3 < t < sent + 1.2) > 80
         sim._on_reset(Trigger.Request(), Trigger.Response())
         after = time.monotonic()
-        assert g.spin_until(lambda: sum(t > after + 0.3 for t, _ in heads) >= 20, timeout=20.0)
-        assert max(v for t, v in heads if t > after + 0.3) < 30  # waits for its own first command
+        assert g.spin_until(lambda: sum(t > after + 0.3 for t, _ in heads) >= 50, timeout=30.0)
+        assert min(v for t, v in heads if t > after + 0.3) > 80  # row 0 again, waiting for its own first command
     finally:
         executor.shutdown()
         probe.destroy_node()
