@@ -154,7 +154,7 @@ def passkey_cells() -> list[dict]:
         steps = knobs.get("steps")
         cue = knobs.get("cue", "spatial")
         loss = passkey_loss_chunks(knobs)
-        device = knobs.get("device", "cpu")
+        device = passkey_device(knobs)
         for c in d["cells"].values():
             gists = passkey_gists(knobs) if c["policy"] in GIST_POLICIES else "–"
             key = (cue, gists, loss, device, c["policy"], c["delay"])
@@ -178,6 +178,13 @@ def passkey_loss_chunks(knobs: dict) -> str:
 
     n = supervised_chunks(knobs)
     return f"last {n}" if n else "all"
+
+
+def passkey_device(knobs: dict) -> str:
+    """Where a passkey run trained, for the table: "cpu" or its --device."""
+    from passkey import train_device
+
+    return train_device(knobs)
 
 
 def _cell_name(c: dict) -> str:

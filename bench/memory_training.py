@@ -68,7 +68,8 @@ def train_model(config: MemoryWAMConfig, data: Sequence[dict], steps: int, batch
     knobs = {"lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 100, "cond_noise_prob": cond_noise, **train}
     cfg = TrainConfig(steps=steps, seed=seed, **knobs)
     torch.manual_seed(seed)
-    model = MemoryWAM(config).to(device)
+    dev = torch.device(device)
+    model = MemoryWAM(config).to(dev)
     opt = build_optimizer(model, cfg)
     gen = torch.Generator().manual_seed(seed)
     order = np.random.default_rng(seed)
@@ -79,7 +80,7 @@ def train_model(config: MemoryWAMConfig, data: Sequence[dict], steps: int, batch
                 "steps": steps, "batch": batch, "seed": seed, "samples": len(data)}
     state = load_state_file(checkpoint, identity) if checkpoint is not None else None
     if state is not None:
-        model.load_state_dict(state["model"])  # (a checkpoint resumes on the device it was made on)
+        model.load_state_dict(state["model"])  # (loaded on CPU, copied onto the model's device)
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
         order.bit_generator.state = state["order"]
@@ -91,7 +92,7 @@ def train_model(config: MemoryWAMConfig, data: Sequence[dict], steps: int, batch
             perm += order.permutation(len(data)).tolist()
         idx, perm = perm[:batch], perm[batch:]
         batch_data = collate([data[i] for i in idx])
-        _, video_loss, action_loss, _, _ = train_step(model, opt, batch_data, cfg, gen, torch.device(device), step)
+        _, video_loss, action_loss, _, _ = train_step(model, opt, batch_data, cfg, gen, dev, step)
         losses.append((float(video_loss), float(action_loss)))
         if checkpoint is not None and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
             save_state_file(checkpoint, identity, {

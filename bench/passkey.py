@@ -124,6 +124,12 @@ def supervised_chunks(knobs: dict) -> int:
     return knobs.get("supervised_chunks", 0)
 
 
+def train_device(knobs: dict) -> str:
+    """Where a run's cells trained: its `--device` knob, set only off the default, so "cpu" for every run
+    made without it. Used by run(), the report and the combined table (bench/look_and_press.py)."""
+    return knobs.get("device", "cpu")
+
+
 def supervised_text(knobs: dict) -> str:
     n = supervised_chunks(knobs)
     return f"the last {n} chunks only (the query's and {n - 1} before it)" if n else "every chunk"
@@ -413,7 +419,7 @@ def write_report(result: dict, stem: Path) -> None:
              f"Chance is 1/K = {1 / NUM_CLASSES:.0%}. The window reaches {result['window_reach']} frames back "
              f"(num_layers·(N_recent − 1) + 1); every D is beyond it. {result['tokens_per_frame']} video tokens + "
              f"{gists} gist(s) per frame, initialised {gist_init} (the robot: 120 + 8, learned). "
-             f"Action loss on {supervised_text(result['knobs'])}; trained on {result['knobs'].get('device', 'cpu')}. "
+             f"Action loss on {supervised_text(result['knobs'])}; trained on {train_device(result['knobs'])}. "
              "Latency = prefill of the query frame + 10 Euler steps of its chunk, float32, CPU, batch 1.", "",
              "Targets:", ""]
     lines += [f"- {name}: {'met' if ok else ('not measured' if ok is None else 'MISSED')}"
@@ -493,7 +499,7 @@ def run(knobs: dict, policies: Sequence[str], stem: Path, command: str, preset: 
             model, info = train_cell(policy, delay, knobs["steps"], knobs["batch"], knobs.get("seed", 0),
                                      knobs.get("layers", NUM_LAYERS), knobs.get("cue", "spatial"), ckpt,
                                      *gist_knobs(knobs), supervised=supervised_chunks(knobs),
-                                     device=knobs.get("device", "cpu"))
+                                     device=train_device(knobs))
             r = evaluate(model, delay, knobs["episodes"], cue=knobs.get("cue", "spatial"))
             cells[key] = {"policy": policy, "delay": delay, **r, "train": info}
             print(f"  {key:14s} accuracy {r['accuracy']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] neutral "

@@ -215,17 +215,14 @@ def test_look_and_press_cue_waits_for_the_first_command() -> None:
         sent = time.monotonic()
         last = [0.0]
 
-        def commanding(done) -> Callable[[], bool]:
-            def check() -> bool:
-                if time.monotonic() - last[0] > 0.3:  # re-send (best effort); only the first one starts the clock
-                    pub.publish(home)
-                    last[0] = time.monotonic()
-                return done()
-            return check
+        def dark_after_the_cue() -> bool:
+            if time.monotonic() - last[0] > 0.3:  # re-send (best effort); only the first one starts the clock
+                pub.publish(home)
+                last[0] = time.monotonic()
+            return heads[-1][0] > sent + 2.5 and heads[-1][1] < 30
 
         # cue frames 0-1 end at row 16 (1.6 s after the first command): dark afterwards, lit until then
-        assert g.spin_until(commanding(lambda: heads[-1][0] > sent + 2.5 and heads[-1][1] < 30), timeout=10.0), \
-            heads[-5:]
+        assert g.spin_until(dark_after_the_cue, timeout=10.0), heads[-5:]
         assert min(v for t, v in heads if sent + 0.3 < t < sent + 1.2) > 80
         sim._on_reset(Trigger.Request(), Trigger.Response())
         after = time.monotonic()
