@@ -34,6 +34,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -139,7 +140,16 @@ def summarize_cell(cell: dict) -> dict:
             "latency_p50_ms": float(np.median(lat)) if lat else None,
             "cache_bytes_end_median": float(np.median(cache)) if cache else None,
             "violations": sum(len(b["violations"]) for b in cell["blocks"]), "stages": stages,
-            "per_cue": per_cue, "command": cell["command"]}
+            "per_cue": per_cue, "command": reproducing_command(cell["command"], n)}
+
+
+def reproducing_command(command: str, episodes: int) -> str:
+    """The cell's first `eval` command with `--episodes` set to the episodes the cell holds: a cell
+    grows by resumed runs (`--episodes 10`, then `--episodes 50`), and the table's command must make the
+    row as it stands (eval resumes or starts from the first block; the seeds follow from the count)."""
+    if re.search(r"--episodes \d+", command):
+        return re.sub(r"--episodes \d+", f"--episodes {episodes}", command)
+    return f"{command} --episodes {episodes}"
 
 
 def passkey_cells() -> list[dict]:

@@ -28,7 +28,8 @@ def _episode(seed: int, success: bool, cache: int) -> dict:
 def test_cell_blocks_are_summed_into_one_rate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(lp_bench, "CELLS", tmp_path / "cells")
     monkeypatch.setattr(lp_bench, "RESULTS", tmp_path)
-    cell = {"policy": "window", "cue_start": 2, "model": "m", "command": "c", "blocks": [
+    first = "python bench/look_and_press.py eval --model m --policy window --cue-start 2 --episodes 2 --block 2"
+    cell = {"policy": "window", "cue_start": 2, "model": "m", "command": first, "blocks": [
         {"per_episode": [_episode(1, True, 100), _episode(4, False, 100)], "chunk_latency": {"n": 5, "p50_ms": 900.0},
          "violations": [], "cache_bytes_end_max": 100, "commands": 10},
         {"per_episode": [_episode(3, True, 300)], "chunk_latency": {"n": 5, "p50_ms": 1100.0},
@@ -39,6 +40,8 @@ def test_cell_blocks_are_summed_into_one_rate(tmp_path: Path, monkeypatch: pytes
     out = lp_bench.table(None)
     (row,) = out["look_and_press"]
     assert (row["successes"], row["episodes"]) == (2, 3)
+    # resumed to 3 episodes after a first run of 2: the command that makes the row says 3
+    assert row["command"] == first.replace("--episodes 2", "--episodes 3")
     lo, hi = row["ci95"]
     assert 0.2 < lo < 2 / 3 < hi < 1.0  # Wilson around 2/3 with n = 3
     assert row["stages"] == {"success": 2, "touched the wrong button only": 1}
@@ -53,6 +56,7 @@ def test_cell_blocks_are_summed_into_one_rate(tmp_path: Path, monkeypatch: pytes
     assert row["per_cue"] == expected
     md = (tmp_path / "look_and_press.md").read_text()
     assert "| cue after the anchors (frames 2-3) | 5 | window | 67% (2/3) |" in md
+    assert f"`{row['command']}`" in md
     assert ", ".join(f"{c} {k}/{n}" for c, (k, n) in expected.items()) in md
     assert (tmp_path / "look_and_press.png").stat().st_size > 0
 
