@@ -147,9 +147,8 @@ def reproducing_command(command: str, episodes: int) -> str:
     """The cell's first `eval` command with `--episodes` set to the episodes the cell holds: a cell
     grows by resumed runs (`--episodes 10`, then `--episodes 50`), and the table's command must make the
     row as it stands (eval resumes or starts from the first block; the seeds follow from the count)."""
-    if re.search(r"--episodes \d+", command):
-        return re.sub(r"--episodes \d+", f"--episodes {episodes}", command)
-    return f"{command} --episodes {episodes}"
+    command, found = re.subn(r"--episodes \d+", f"--episodes {episodes}", command)
+    return command if found else f"{command} --episodes {episodes}"
 
 
 def passkey_cells() -> list[dict]:
