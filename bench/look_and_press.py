@@ -242,8 +242,9 @@ def plot(cells: list[dict], passkey: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(15, 6), layout="constrained")
     for policy, cue, gists, loss in dict.fromkeys((c["policy"], c["cue"], c["gists"], c["loss_chunks"])
                                                   for c in passkey):
         pts = sorted((c["delay"], c["accuracy"], c["ci95"]) for c in passkey
@@ -258,22 +259,21 @@ def plot(cells: list[dict], passkey: list[dict], path: Path) -> None:
                    ls={"uniform": "-", "patch": "--"}.get(cue, ":"), marker="s" if "pooled" in gists else "o")
     a.axhline(0.25, color="grey", ls=":", label="chance (K = 4)")
     a.set(xscale="log", xlabel="delay D (latent frames)", ylabel="accuracy", title="passkey probe", ylim=(0, 1.05))
-    a.legend(fontsize=6)
-    timings = sorted({(c["cue_start"], c["delay_chunks"]) for c in cells})
-    width = 0.8 / max(len(timings), 1)
-    names = list(dict.fromkeys(_cell_name(c) for c in cells))  # one group per policy (+ training variant)
-    for i, t in enumerate(timings):
-        sub = [c for c in cells if (c["cue_start"], c["delay_chunks"]) == t]
-        x = [names.index(_cell_name(c)) + i * width for c in sub]
-        y = [c["success_rate"] for c in sub]
-        err = np.clip([[c["success_rate"] - c["ci95"][0] for c in sub],
-                       [c["ci95"][1] - c["success_rate"] for c in sub]], 0, None)
-        b.bar(x, y, width, yerr=err, capsize=3, label=f"{TIMING_NAMES.get(t[0], t[0])}, {t[1]} dark chunks")
-    b.axhline(0.5, color="grey", ls=":", label="a coin flip between the buttons")
-    b.set_xticks(np.arange(len(names)) + width * (len(timings) - 1) / 2, names, fontsize=8)
-    b.set(ylabel="success", title="Look-and-Press, closed loop over ROS 2", ylim=(0, 1.05))
-    b.legend(fontsize=8)
-    fig.tight_layout()
+    a.legend(fontsize=6, loc="upper left", bbox_to_anchor=(0, -0.12), ncol=2)  # below the axes: the curves stay visible
+    # Look-and-Press: one horizontal bar per cell (top to bottom in the table's order), colour = cue timing
+    timings = list(dict.fromkeys((c["cue_start"], c["delay_chunks"]) for c in cells))
+    y = -np.arange(len(cells))
+    rate = np.array([c["success_rate"] for c in cells])
+    err = np.clip([rate - [c["ci95"][0] for c in cells], [c["ci95"][1] for c in cells] - rate], 0, None)
+    colour = [f"C{timings.index((c['cue_start'], c['delay_chunks']))}" for c in cells]
+    b.barh(y, rate, 0.7, xerr=err, capsize=3, color=colour)
+    b.set_yticks(y, [f"{_cell_name(c)}, n = {c['episodes']}" for c in cells], fontsize=8)
+    b.axvline(0.5, color="grey", ls=":", label="a coin flip between the buttons")
+    handles = [Patch(color=f"C{i}", label=f"{TIMING_NAMES.get(t[0], t[0])}, {t[1]} dark chunks")
+               for i, t in enumerate(timings)]
+    b.set(xlabel="success (95 % Wilson interval)", title="Look-and-Press, closed loop over ROS 2", xlim=(0, 1.02))
+    b.legend(handles=[*handles, *b.get_legend_handles_labels()[0]], fontsize=8, loc="upper left",
+             bbox_to_anchor=(0, -0.12))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
