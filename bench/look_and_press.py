@@ -237,6 +237,13 @@ def table(args: argparse.Namespace) -> dict:
     return out
 
 
+def _error_bars(rates, cis) -> np.ndarray:
+    """(2, n) error bars for matplotlib: each rate's distance down and up to its interval, clipped at 0
+    (a Wilson bound of 1 - 1e-17 at 100 % would be a tiny negative distance)."""
+    rates, (lo, hi) = np.asarray(rates, dtype=float), np.asarray(cis, dtype=float).T
+    return np.clip([rates - lo, hi - rates], 0, None)
+
+
 def plot(cells: list[dict], passkey: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -250,8 +257,7 @@ def plot(cells: list[dict], passkey: list[dict], path: Path) -> None:
         pts = sorted((c["delay"], c["accuracy"], c["ci95"]) for c in passkey
                      if (c["policy"], c["cue"], c["gists"], c["loss_chunks"]) == (policy, cue, gists, loss))
         d, acc, ci = zip(*pts, strict=True)
-        err = np.clip([[x - lo for x, (lo, _) in zip(acc, ci, strict=True)],
-                       [hi - x for x, (_, hi) in zip(acc, ci, strict=True)]], 0, None)  # 1 - 1e-17 at 100 %
+        err = _error_bars(acc, ci)
         label = (f"{policy}, {cue}" + (f", {gists} gists" if gists != "–" else "")
                  + (f", loss on {loss} chunks" if loss != "all" else ""))
         # colour: policy; line: cue; marker: how the gists start
@@ -264,7 +270,7 @@ def plot(cells: list[dict], passkey: list[dict], path: Path) -> None:
     timings = list(dict.fromkeys((c["cue_start"], c["delay_chunks"]) for c in cells))
     y = -np.arange(len(cells))
     rate = np.array([c["success_rate"] for c in cells])
-    err = np.clip([rate - [c["ci95"][0] for c in cells], [c["ci95"][1] for c in cells] - rate], 0, None)
+    err = _error_bars(rate, [c["ci95"] for c in cells])
     colour = [f"C{timings.index((c['cue_start'], c['delay_chunks']))}" for c in cells]
     b.barh(y, rate, 0.7, xerr=err, capsize=3, color=colour)
     b.set_yticks(y, [f"{_cell_name(c)}, n = {c['episodes']}" for c in cells], fontsize=8)
