@@ -2,11 +2,11 @@
 
 No simulator and no VAE here, so the sim-free passkey probe (bench/passkey.py) and its CI test
 import it without MiniGrid; bench/memory_capability.py re-exports both for its older importers.
+The interval itself lives in bench/binomial.py (sim_diagnosis.py uses it without torch).
 """
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from collections.abc import Sequence
@@ -17,20 +17,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from binomial import wilson  # noqa: F401  (re-exported: the memory benchmarks import it from here)
+
 from memorywam_ros.model import MemoryWAM, MemoryWAMConfig
 from memorywam_train.dataset import collate
 from memorywam_train.fsdp import load_state_file, save_state_file
 from memorywam_train.train import TrainConfig, build_optimizer, train_step
-
-
-def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95 % Wilson score interval of a binomial proportion."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def relative_class_difference(x: np.ndarray, y: np.ndarray, reference: np.ndarray | None = None) -> float:

@@ -83,6 +83,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from binomial import wilson
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 DEFAULT_MODEL = ROOT / "checkpoints" / "sim_transfer_cube"
@@ -475,17 +478,6 @@ def fit(args: argparse.Namespace) -> dict:
     for name in ("with state", "state zeroed"):
         print(f"| R^2 {name} | " + " | ".join(f"{x:.2f}" for x in out[name]) + " |")
     return out
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval of k successes in n trials."""
-    if n == 0:
-        return 0.0, 1.0
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return float(max(0.0, c - half)), float(min(1.0, c + half))
 
 
 def failures(args: argparse.Namespace) -> dict:
