@@ -44,7 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless: the simulator's module is imported for the cue of a seed
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from memory_training import relative_class_difference, wilson  # noqa: E402
+from binomial import wilson  # noqa: E402
+from memory_training import relative_class_difference  # noqa: E402
 
 from memorywam_ros.sim.stages import LOOK_AND_PRESS_TIMING  # noqa: E402
 

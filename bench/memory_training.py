@@ -1,8 +1,8 @@
-"""What every memory benchmark shares: one-process training through the trainer's step, and the Wilson interval.
+"""What every memory benchmark shares: one-process training through the trainer's step.
 
 No simulator and no VAE here, so the sim-free passkey probe (bench/passkey.py) and its CI test
-import it without MiniGrid; bench/memory_capability.py re-exports both for its older importers.
-The interval itself lives in bench/binomial.py (sim_diagnosis.py uses it without torch).
+import it without MiniGrid; bench/memory_capability.py re-exports it for its older importers.
+The Wilson interval the benchmarks report lives in bench/binomial.py.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from binomial import wilson  # noqa: F401  (re-exported: the memory benchmarks import it from here)
 
 from memorywam_ros.model import MemoryWAM, MemoryWAMConfig
 from memorywam_train.dataset import collate

@@ -65,7 +65,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from memory_training import relative_class_difference, train_model, wilson  # noqa: E402
+from binomial import wilson  # noqa: E402
+from memory_training import relative_class_difference, train_model  # noqa: E402
 
 from memorywam_ros.model import MemoryConfig, MemoryWAM, MemoryWAMConfig, VideoDiTConfig  # noqa: E402
 from memorywam_ros.model.config import GIST_INITS, ActionDiTConfig  # noqa: E402
