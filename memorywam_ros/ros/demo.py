@@ -257,7 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--episode-timeout", type=float, default=None,
                         help="seconds per episode without success (default: transfer_cube and insertion 25, "
                              "look_and_press 1.6 x (cue start + cue frames + delay) + 10)")
-    parser.add_argument("--seed", type=int, default=100000, help="first simulator seed (demos used 1000..)")
+    parser.add_argument("--seed", type=int, default=100000,
+                        help="the simulator node's seed parameter; the demo resets before each episode and the "
+                             "node's k-th reset uses seed + k, so episode k runs seed + k (demos used 1000..)")
     for k, v in LOOK_AND_PRESS_TIMING.items():
         parser.add_argument(f"--{k.replace('_', '-')}", type=int, default=None, metavar="N",
                             help=f"look_and_press: simulator {k} (default {v}, the shipped checkpoint's)")
