@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 
 from binomial import wilson  # noqa: E402
 from diffusers import AutoencoderKLWan  # noqa: E402
-from memory_training import train_model  # noqa: E402  (memory_dual_arm imports it from here)
+from memory_training import train_model  # noqa: E402
 
 from memorywam_ros.model import MemoryConfig, MemoryRules, MemoryWAM, MemoryWAMConfig, VideoDiTConfig  # noqa: E402
 from memorywam_ros.model.config import ActionDiTConfig  # noqa: E402

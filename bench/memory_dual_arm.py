@@ -5,8 +5,8 @@
 
 Writes bench/results/memory_dual_arm_{quick,full}.{json,md,png} (suffixed `_noblank`, `_stream`,
 `_small` for the non-default --no-blank, --vae-mode stream, --model small). Part 1 (MiniGrid
-Memory) is bench/memory_capability.py; its training loop (`train_model`) and VAE seed are imported
-from there, so both parts train the same way (the interval, `wilson`, from bench/binomial.py).
+Memory) is bench/memory_capability.py; its VAE seed is imported from there, and both parts train
+through the same loop (`train_model`, bench/memory_training.py; the interval, `wilson`, bench/binomial.py).
 The task and its decisions (blind head after the anchor frames, 3.2 s wait at home, the reach
 metric, the mosaic size) are in memorywam_ros/sim/memory_transfer.py.
 
@@ -80,7 +80,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from binomial import wilson  # noqa: E402
 from diffusers import AutoencoderKLWan  # noqa: E402
-from memory_capability import calibrate_random_vae, instruction_store, train_model  # noqa: E402
+from memory_capability import calibrate_random_vae, instruction_store  # noqa: E402
+from memory_training import train_model  # noqa: E402
 
 from memorywam_ros.model import MemoryConfig, MemoryWAM, MemoryWAMConfig, VideoDiTConfig  # noqa: E402
 from memorywam_ros.model.config import ActionDiTConfig  # noqa: E402

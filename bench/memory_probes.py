@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import memory_capability as mc  # noqa: E402
+from memory_training import train_model  # noqa: E402
 from minigrid.core.constants import COLORS  # noqa: E402
 
 from memorywam_ros.runtime.instructions import random_instruction_embeddings  # noqa: E402
@@ -131,7 +132,7 @@ def run_readout(args: argparse.Namespace) -> dict:
         s["actions"] = torch.from_numpy(np.repeat(chunk[None], ep.num_steps, axis=0))
     text = random_instruction_embeddings([mc.INSTRUCTION], 32, 8)[0]
     data, normalizer = mc.fit_dataset(samples, text)
-    model, info = mc.train_model(mc.bench_config("window", args.mosaic), data[: args.demos], args.steps, 16, 0,
+    model, info = train_model(mc.bench_config("window", args.mosaic), data[: args.demos], args.steps, 16, 0,
                                  args.cond_noise)
     with tempfile.TemporaryDirectory() as tmp:
         policy = make_policy(model, vae, normalizer, text, tmp, args.mosaic)
@@ -147,7 +148,7 @@ def run_decision(args: argparse.Namespace) -> dict:
     samples, _ = mc.encode_demos(eps, vae)
     text = random_instruction_embeddings([mc.INSTRUCTION], 32, 8)[0]
     data, normalizer = mc.fit_dataset(samples, text)
-    model, info = mc.train_model(mc.bench_config(args.policy, args.mosaic), data, args.steps, 16, 0, args.cond_noise)
+    model, info = train_model(mc.bench_config(args.policy, args.mosaic), data, args.steps, 16, 0, args.cond_noise)
 
     def accuracy(seeds: range) -> float:
         clean = [mc.run_oracle_episode(args.env, s, mosaic_size=args.mosaic, cue_hint=args.cue_hint) for s in seeds]

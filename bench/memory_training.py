@@ -1,7 +1,7 @@
 """What every memory benchmark shares: one-process training through the trainer's step.
 
 No simulator and no VAE here, so the sim-free passkey probe (bench/passkey.py) and its CI test
-import it without MiniGrid; bench/memory_capability.py re-exports it for its older importers.
+import it without MiniGrid; every memory benchmark imports `train_model` from here.
 The Wilson interval the benchmarks report lives in bench/binomial.py.
 """
 
